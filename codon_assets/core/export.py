@@ -1,0 +1,70 @@
+"""Seed-compatible exports: the original tool's file formats, written from the converted tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from codon_assets.core.convert import METADATA_COLUMNS
+
+
+def atomic_text_writer(path: Path):
+    """Open a temporary file beside ``path``; ``finish()`` renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    handle = open(tmp, "w", encoding="utf-8")
+
+    def finish() -> None:
+        handle.close()
+        os.replace(tmp, path)
+
+    return handle, finish
+
+
+def write_json(data: object, path: Path) -> None:
+    handle, finish = atomic_text_writer(path)
+    json.dump(data, handle, indent=2)
+    finish()
+
+
+def converted_records(table: pa.Table, batch_rows: int = 10_000) -> Iterator[dict]:
+    """Converted rows in the original JSONL schema (release column names under ``metadata``)."""
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        for row in batch.to_pylist():
+            yield {
+                "sequence": row["sequence"],
+                "protein_aa": row["protein_aa"],
+                "host": row["host"],
+                "expression": {
+                    "value": row["expression_value"],
+                    "unit": row["expression_unit"],
+                    "assay": row["expression_assay"],
+                    "confidence": row["expression_confidence"],
+                },
+                "extra_features": {
+                    "length": row["length_aa"],
+                    "reviewed": row["reviewed"],
+                    "source_file": row["source_file"],
+                },
+                "metadata": {
+                    **{release: row[column] for release, column in METADATA_COLUMNS.items()},
+                    "source_row": row["source_row"],
+                    "seq_sha256": row["seq_sha256"],
+                },
+                "protein_id": row["protein_id"],
+            }
+
+
+def write_jsonl(records: Iterator[dict], path: Path) -> int:
+    handle, finish = atomic_text_writer(path)
+    count = 0
+    for record in records:
+        handle.write(json.dumps(record, ensure_ascii=False))
+        handle.write("\n")
+        count += 1
+    finish()
+    return count

@@ -1,0 +1,172 @@
+"""Ingest stage: the host's raw input files (`raw_tsv`) and their validated form (`converted_dataset`,
+with every failed row in `converted_rejects`)."""
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from codon_assets.core.convert import REASONS, ConversionSettings, convert_files, count_reasons
+from codon_assets.core.hosts import get_host, organism_fits_host
+from codon_assets.core.tsv import InputError, read_release_table
+from codon_assets.metadata import counts_table, markdown_table, table_metadata
+from codon_assets.partitions import host_partitions
+from resources.inputs import InputFiles
+
+OWNERS = ["team:codon-design"]
+
+RAW_FILES_SCHEMA = pa.schema(
+    [("path", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64()), ("rows", pa.int64())]
+)
+
+def fingerprint(path: Path) -> dict:
+    """Content hash, size and data row count (lines after the header) of one file, in one pass."""
+    digest, lines, last = hashlib.sha256(), 0, b"\n"
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+            lines += block.count(b"\n")
+            last = block[-1:]
+    lines += last != b"\n"  # a final line without a newline still counts
+    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size, "rows": max(0, lines - 1)}
+
+@dg.asset(
+    partitions_def=host_partitions,
+    group_name="ingest",
+    code_version="1",
+    kinds={"file"},
+    owners=OWNERS,
+    description=(
+        "The host's input protein/CDS table(s) as released, fingerprinted. The data version is the content "
+        "hash, so re-materializing unchanged input leaves everything downstream fresh."
+    ),
+)
+def raw_tsv(context: dg.AssetExecutionContext, input_files: InputFiles) -> dg.Output[pa.Table]:
+    host = context.partition_key
+    paths = input_files.files_for(host)
+    if not paths:
+        aliases = ", ".join(get_host(host).file_aliases)
+        raise dg.Failure(f"no input for host {host}: expected {aliases} or {host}/*.tsv in {input_files.input_dir}")
+    files = [fingerprint(p) for p in paths]
+    table = pa.Table.from_pylist(files, schema=RAW_FILES_SCHEMA)
+    version = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
+    return dg.Output(
+        table,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "files": dg.MetadataValue.md(markdown_table(files)),
+            "bytes": sum(f["bytes"] for f in files),
+            "rows": sum(f["rows"] for f in files),
+            "content_hash": version,
+        },
+    )
+
+class ConversionConfig(dg.Config):
+    min_protein_length: int = 10
+    max_protein_length: int = 50_000
+    max_reject_rate: float = 0.10  # above this, the reject-rate check warns
+    limit: int | None = None  # convert only the first N data rows of each file
+
+CONVERTED = dg.AssetKey("converted_dataset")
+REJECTS = dg.AssetKey("converted_rejects")
+
+@dg.multi_asset(
+    outs={
+        "converted_dataset": dg.AssetOut(
+            description=(
+                "One row per valid record: normalised CDS (upper case, with stop), its translation, metadata "
+                "fields, source row, CDS hash and the metadata expression estimate."
+            ),
+            code_version="1",
+            kinds={"parquet"},
+            owners=OWNERS,
+        ),
+        "converted_rejects": dg.AssetOut(
+            description="Every input row that failed validation, with its source row, id and reason codes.",
+            code_version="1",
+            kinds={"parquet"},
+            owners=OWNERS,
+        ),
+    },
+    ins={"raw_tsv": dg.AssetIn()},
+    partitions_def=host_partitions,
+    group_name="ingest",
+    check_specs=[
+        dg.AssetCheckSpec("rows_accounted_for", asset=CONVERTED, blocking=True,
+                          description="rows read = valid + rejected"),
+        dg.AssetCheckSpec("unique_protein_id", asset=CONVERTED, blocking=True,
+                          description="no protein_id appears twice among valid rows"),
+        dg.AssetCheckSpec("reject_rate", asset=CONVERTED,
+                          description="warns when the share of rejected rows exceeds max_reject_rate"),
+        dg.AssetCheckSpec("organism_fits_host", asset=CONVERTED,
+                          description="warns about records whose Organism is not one of the host's species"),
+    ],
+)
+def converted_dataset(context: dg.AssetExecutionContext, config: ConversionConfig, raw_tsv: pa.Table):
+    host = get_host(context.partition_key)
+    releases = []
+    for item in raw_tsv.to_pylist():
+        try:
+            release = read_release_table(item["path"], limit=config.limit)
+        except InputError as exc:
+            raise dg.Failure(str(exc)) from None
+        if release.sha256 != item["sha256"]:
+            raise dg.Failure(f"{item['path']} changed since raw_tsv was materialized; materialize raw_tsv again")
+        if release.extra_columns:
+            context.log.info(f"{item['path']}: ignoring extra columns {release.extra_columns}")
+        releases.append(release)
+    settings = ConversionSettings(config.min_protein_length, config.max_protein_length)
+    result = convert_files(releases, host, settings)
+    valid, rejects = result.valid, result.rejects
+    by_reason = result.rejects_by_reason()
+
+    yield dg.Output(
+        valid,
+        output_name="converted_dataset",
+        metadata={
+            **table_metadata(valid),
+            "rows_read": result.rows_read,
+            "valid": valid.num_rows,
+            "rejected": rejects.num_rows,
+            "rejects_by_reason": dg.MetadataValue.md(counts_table(by_reason, "reason", REASONS)),
+            "rejects_by_reason_json": dg.MetadataValue.json(by_reason),
+        },
+    )
+    yield dg.Output(
+        rejects,
+        output_name="converted_rejects",
+        metadata={**table_metadata(rejects), "rejects_by_reason": dg.MetadataValue.md(counts_table(by_reason, "reason", REASONS))},
+    )
+    yield from conversion_checks(result.rows_read, valid, rejects, host.key, config.max_reject_rate)
+
+def conversion_checks(rows_read: int, valid: pa.Table, rejects: pa.Table, host_key: str, max_reject_rate: float):
+    """The four checks of a converted partition, from the tables as written."""
+    accounted = valid.num_rows + rejects.num_rows
+    yield dg.AssetCheckResult(
+        asset_key=CONVERTED, check_name="rows_accounted_for", passed=accounted == rows_read,
+        metadata={"rows_read": rows_read, "valid": valid.num_rows, "rejected": rejects.num_rows},
+    )
+    ids = valid["protein_id"]
+    repeated = pc.filter(pc.value_counts(ids).field("values"), pc.greater(pc.value_counts(ids).field("counts"), 1))
+    yield dg.AssetCheckResult(
+        asset_key=CONVERTED, check_name="unique_protein_id", passed=len(repeated) == 0,
+        metadata={"duplicated_ids": len(repeated), "examples": ", ".join(repeated.to_pylist()[:10])},
+    )
+    rate = rejects.num_rows / rows_read if rows_read else 0.0
+    yield dg.AssetCheckResult(
+        asset_key=CONVERTED, check_name="reject_rate", passed=rate <= max_reject_rate,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reject_rate": round(rate, 4), "max_reject_rate": max_reject_rate,
+                  "by_reason": dg.MetadataValue.json(count_reasons(rejects))},
+    )
+    host = get_host(host_key)
+    organisms = pc.value_counts(valid["organism"]).to_pylist()
+    misfits = {o["values"] or "(empty)": o["counts"] for o in organisms if not organism_fits_host(o["values"], host)}
+    yield dg.AssetCheckResult(
+        asset_key=CONVERTED, check_name="organism_fits_host", passed=not misfits,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"records_not_fitting": sum(misfits.values()),
+                  "organisms": dg.MetadataValue.md(counts_table(misfits, "organism"))},
+    )

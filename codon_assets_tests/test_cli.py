@@ -1,0 +1,100 @@
+"""The command line: materializes through Dagster on the persistent instance and writes the seed files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from codon_assets.cli import main
+from codon_assets_tests.conftest import EXAMPLES, ROOT, shared_file, write_tsv
+
+
+def run_cli(*args, env_home=None):
+    """The installed entry point in a subprocess, as a user would run it."""
+    env = {**os.environ, "DAGSTER_HOME": str(env_home)} if env_home else dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "codon_assets.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=300)
+
+
+def test_run_writes_jsonl_and_results_and_shows_in_the_instance(dagster_home, tmp_path, capsys):
+    assert main(["run", "--input", str(EXAMPLES / "Sac.tsv"), "--output-dir", str(tmp_path), "--limit", "120"]) == 0
+    results = json.loads((tmp_path / "pipeline_results.json").read_text())
+    convert = results["steps"]["convert"]
+    assert results["status"] == "success" and results["host"] == "S_cerevisiae"
+    assert convert["rows_read"] == 120 == convert["valid"] + convert["rejected"]
+    assert sum(convert["rejects_by_reason"].values()) >= convert["rejected"]
+    assert convert["seconds"] > 0 and results["total_seconds"] >= convert["seconds"]
+    lines = (tmp_path / "Sac.jsonl").read_text().splitlines()
+    assert len(lines) == convert["valid"]
+    record = json.loads(lines[0])
+    assert list(record) == ["sequence", "protein_aa", "host", "expression", "extra_features", "metadata", "protein_id"]
+    assert record["expression"]["unit"] == "estimated" and record["expression"]["assay"] == "metadata_heuristic"
+    assert set(record["extra_features"]) == {"length", "reviewed", "source_file"}
+    assert record["metadata"]["Entry"] == record["protein_id"]
+    # Every JSONL record is a converted row, unchanged.
+    converted = pq.read_table(results["outputs"]["converted_parquet"]).to_pylist()
+    assert [json.loads(line)["sequence"] for line in lines] == [r["sequence"] for r in converted]
+
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(results["dagster_run_id"])
+        assert run is not None and run.is_success
+        assert instance.get_latest_materialization_event(dg.AssetKey("converted_dataset")) is not None
+
+
+def test_run_on_the_whole_yeast_table(dagster_home, tmp_path):
+    source = shared_file("yeast/Sac_ensembl.tsv")
+    assert main(["run", "--input", str(source), "--host", "S_cerevisiae", "--output-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "pipeline_results.json").read_text())
+    convert = results["steps"]["convert"]
+    assert convert["valid"] + convert["rejected"] == 6600 == convert["rows_read"]
+    rejects = pq.read_table(results["outputs"]["rejects_parquet"]).to_pylist()
+    assert len(rejects) == convert["rejected"] and all(r["reasons"] for r in rejects)
+    assert sum(1 for _ in open(tmp_path / "Sac_ensembl.jsonl")) == convert["valid"]
+
+
+def test_run_over_a_folder_runs_each_host(dagster_home, tmp_path):
+    assert main(["run", "--input", str(EXAMPLES), "--output-dir", str(tmp_path), "--limit", "30"]) == 0
+    for host, stem in [("S_cerevisiae", "Sac"), ("P_pastoris", "Pic")]:
+        results = json.loads((tmp_path / host / "pipeline_results.json").read_text())
+        assert results["steps"]["convert"]["rows_read"] == 30
+        assert (tmp_path / host / f"{stem}.jsonl").exists()
+
+
+@pytest.mark.integration
+def test_bad_inputs_give_one_line_and_an_exit_code(tmp_path):
+    home = tmp_path / "home"
+    garbage = tmp_path / "Ec.tsv"
+    garbage.write_bytes(bytes(range(256)) * 40)
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    latin1 = tmp_path / "Human.tsv"
+    latin1.write_bytes("Entry\tRefSeq_nn\tNote ü\n".encode("latin-1"))
+    cases = [
+        (["--input", tmp_path / "missing.tsv"], 1, "no such file"),
+        (["--input", garbage], 1, "binary data"),
+        (["--input", latin1], 1, "not UTF-8"),
+        (["--input", empty_dir], 2, "no host input files"),
+        (["--input", write_tsv(tmp_path / "x.tsv", [], ["Name", "Seq"])], 2, "cannot tell the host"),
+        (["--input", write_tsv(tmp_path / "x.tsv", [], ["Name", "Seq"]), "--host", "E_coli"], 1, "missing required column"),
+        (["--input", EXAMPLES / "Sac.tsv", "--host", "Zebrafish"], 2, "unknown host"),
+    ]
+    for args, code, message in cases:
+        proc = run_cli("run", *args, "--output-dir", tmp_path / "out", env_home=home)
+        assert proc.returncode == code, (args, proc.stderr)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("codon-assets: error")]
+        assert len(lines) == 1 and message in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_materialize_command_reports_hosts(tmp_path):
+    proc = run_cli("materialize", env_home=tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    assert "[S_cerevisiae] materialized" in proc.stdout and "[P_pastoris] materialized" in proc.stdout
+    assert "hosts without input data (not materialized): E_coli, Human, Mouse" in proc.stdout
+    assert (tmp_path / "home" / "codon_assets" / "converted_dataset" / "P_pastoris.parquet").exists()

@@ -1,0 +1,68 @@
+"""The code location loads, and its asset graph is the one the docs describe (a snapshot)."""
+
+import subprocess
+import sys
+
+import yaml
+
+from codon_assets.definitions import defs
+from codon_assets_tests.conftest import ROOT
+
+EXPECTED_ASSETS = ["converted_dataset", "converted_rejects", "raw_tsv"]
+EXPECTED_CHECKS = [
+    "converted_dataset:organism_fits_host",
+    "converted_dataset:reject_rate",
+    "converted_dataset:rows_accounted_for",
+    "converted_dataset:unique_protein_id",
+]
+
+
+def test_asset_keys_snapshot():
+    graph = defs.resolve_asset_graph()
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == EXPECTED_ASSETS
+    checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
+    assert checks == EXPECTED_CHECKS
+
+
+def test_every_asset_is_described_grouped_owned_and_versioned():
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.description, spec.key
+        assert spec.group_name == "ingest", spec.key
+        assert spec.owners, spec.key
+        assert spec.code_version, spec.key
+        assert spec.partitions_def is not None, spec.key
+
+
+def test_lineage_edges():
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+               for k in graph.get_all_asset_keys()}
+    assert parents == {"raw_tsv": [], "converted_dataset": ["raw_tsv"], "converted_rejects": ["raw_tsv"]}
+
+
+def test_blocking_checks_are_declared_blocking():
+    graph = defs.resolve_asset_graph()
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert blocking == {"rows_accounted_for", "unique_protein_id"}
+
+
+def test_instance_config_pools_and_retries():
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["run_retries"]["enabled"] is True
+    assert config["telemetry"]["enabled"] is False
+    assert config["storage"]["sqlite"]["base_dir"] == {"env": "DAGSTER_HOME"}
+
+
+def test_instance_loads_from_the_project_config(instance):
+    assert instance.run_retries_enabled
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+def test_workspace_loads_in_a_fresh_interpreter():
+    """What `dagster dev -w workspace.yaml` does first: import the module named there and find `defs`."""
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    module = workspace["load_from"][0]["python_module"]["module_name"]
+    code = f"import {module} as d; print(len(list(d.defs.resolve_all_asset_specs())))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(len(EXPECTED_ASSETS))
