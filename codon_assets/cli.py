@@ -88,15 +88,19 @@ def _step_seconds(instance, run_id: str) -> dict[str, float]:
 
 
 def _failure_message(result) -> str:
+    """The user-facing cause of a failed run: a dg.Failure's description, else the innermost error."""
     for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            if error is None:
-                continue
-            # A dg.Failure carries the user-facing text as its description; other errors their own message.
-            message = error.message.strip().splitlines()[-1] if error.message else "step failed"
-            description = getattr(event.step_failure_data.user_failure_data, "description", None)
-            return description or message.removeprefix("dagster._core.definitions.events.Failure: ")
+        if not event.is_step_failure:
+            continue
+        data = event.step_failure_data
+        description = getattr(data.user_failure_data, "description", None)
+        if description:
+            return description
+        error = data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            return f"step {event.step_key} failed: {error.message.strip().splitlines()[-1]}"
     return "the run failed; see the Dagster UI for its logs"
 
 

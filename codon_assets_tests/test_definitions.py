@@ -8,13 +8,18 @@ import yaml
 from codon_assets.definitions import defs
 from codon_assets_tests.conftest import ROOT
 
-EXPECTED_ASSETS = ["converted_dataset", "converted_rejects", "raw_tsv"]
+EXPECTED_ASSETS = ["converted_dataset", "converted_rejects", "evo2_features", "raw_tsv"]
 EXPECTED_CHECKS = [
     "converted_dataset:organism_fits_host",
     "converted_dataset:reject_rate",
     "converted_dataset:rows_accounted_for",
     "converted_dataset:unique_protein_id",
+    "evo2_features:error_rate",
+    "evo2_features:one_row_per_record",
+    "evo2_features:values_in_range",
 ]
+GROUPS = {"raw_tsv": "ingest", "converted_dataset": "ingest", "converted_rejects": "ingest",
+          "evo2_features": "features"}
 
 
 def test_asset_keys_snapshot():
@@ -27,7 +32,7 @@ def test_asset_keys_snapshot():
 def test_every_asset_is_described_grouped_owned_and_versioned():
     for spec in defs.resolve_all_asset_specs():
         assert spec.description, spec.key
-        assert spec.group_name == "ingest", spec.key
+        assert spec.group_name == GROUPS[spec.key.to_user_string()], spec.key
         assert spec.owners, spec.key
         assert spec.code_version, spec.key
         assert spec.partitions_def is not None, spec.key
@@ -37,13 +42,21 @@ def test_lineage_edges():
     graph = defs.resolve_asset_graph()
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
-    assert parents == {"raw_tsv": [], "converted_dataset": ["raw_tsv"], "converted_rejects": ["raw_tsv"]}
+    assert parents == {"raw_tsv": [], "converted_dataset": ["raw_tsv"], "converted_rejects": ["raw_tsv"],
+                       "evo2_features": ["converted_dataset"]}
 
 
 def test_blocking_checks_are_declared_blocking():
     graph = defs.resolve_asset_graph()
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking == {"rows_accounted_for", "unique_protein_id"}
+    assert blocking == {"rows_accounted_for", "unique_protein_id", "one_row_per_record", "values_in_range"}
+
+
+def test_features_run_in_the_gpu_pool():
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key.path == ["evo2_features"])
+    assert spec.tags["compute"] == "gpu" and "pytorch" in spec.kinds
+    node = defs.resolve_asset_graph().get(spec.key)
+    assert node.pools == {"gpu"}
 
 
 def test_instance_config_pools_and_retries():

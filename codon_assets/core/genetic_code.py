@@ -43,13 +43,26 @@ def codon_index(codon: str) -> int:
 
 
 def string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-copy (data bytes, int64 offsets of length n+1) of a null-free Arrow string array."""
+    """Zero-copy (data bytes, int64 offsets of length n+1 starting at 0) of a null-free Arrow string array."""
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
     _, offsets_buf, data_buf = array.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=offset_type)[array.offset : array.offset + len(array) + 1]
+    offsets = offsets.astype(np.int64)
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    return data, offsets.astype(np.int64)
+    # A sliced array shares its parent's buffer: cut it to this array's bytes and start offsets at 0.
+    return data[offsets[0] : offsets[-1]], offsets - offsets[0]
+
+
+def record_chunks(lengths: np.ndarray, max_bases: int = 1 << 22) -> list[slice]:
+    """Consecutive record ranges of about ``max_bases`` bases each (at least one record per range)."""
+    ends = np.cumsum(lengths)
+    chunks, start = [], 0
+    while start < len(lengths):
+        stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + max_bases, "right")))
+        chunks.append(slice(start, stop))
+        start = stop
+    return chunks
 
 
 def codon_codes(base: np.ndarray, starts: np.ndarray, n_codons: np.ndarray) -> np.ndarray:

@@ -1,0 +1,44 @@
+"""Composition statistics of CDS computed over whole buffers: GC content and codon-usage entropy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from codon_assets.core.genetic_code import CODONS, CODON_TO_AA, base_codes, codon_codes, record_chunks, string_buffers
+
+_SENSE = np.array([CODON_TO_AA[c] != "*" for c in CODONS])
+_G, _C = ord("G"), ord("C")
+
+
+def gc_content(sequences: pa.Array) -> np.ndarray:
+    """Fraction of G+C per sequence (0 for an empty one)."""
+    data, offsets = string_buffers(sequences)
+    gc = np.concatenate([[0], np.cumsum((data == _G) | (data == _C), dtype=np.int64)])
+    lengths = np.diff(offsets)
+    return (gc[offsets[1:]] - gc[offsets[:-1]]) / np.maximum(lengths, 1)
+
+
+def codon_counts(sequences: pa.Array) -> np.ndarray:
+    """(records, 64) codon counts, columns in ``CODONS`` order; sequences must be whole-codon A/C/G/T."""
+    counts = np.zeros((len(sequences), 64), dtype=np.int64)
+    for chunk in record_chunks(np.diff(string_buffers(sequences)[1])):
+        data, offsets = string_buffers(sequences[chunk])
+        base, acgt = base_codes(data)
+        if not acgt.all():
+            raise ValueError("sequences must be upper-case A/C/G/T only")
+        n_codons = np.diff(offsets) // 3
+        codes = codon_codes(base, offsets[:-1], n_codons)
+        record = np.repeat(np.arange(len(n_codons)), n_codons)
+        counts[chunk] = np.bincount(record * 64 + codes, minlength=64 * len(n_codons)).reshape(-1, 64)
+    return counts
+
+
+def codon_entropy(counts: np.ndarray) -> np.ndarray:
+    """Shannon entropy (bits) of each record's sense-codon distribution (stop codons excluded)."""
+    sense = counts[:, _SENSE].astype(np.float64)
+    totals = sense.sum(axis=1, keepdims=True)
+    p = np.divide(sense, totals, out=np.zeros_like(sense), where=totals > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log2(p), 0.0)
+    return -terms.sum(axis=1)

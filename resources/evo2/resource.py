@@ -1,0 +1,97 @@
+"""`Evo2Resource`: picks and configures the feature backend, and owns the feature cache."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import PrivateAttr
+
+from codon_assets.core.features import BatchScorer, MarkovBatchScorer, TokenBatchScorer
+from codon_assets.core.markov import MarkovCdsModel
+from resources.evo2.cache import FeatureCache
+from resources.paths import storage_root
+
+
+@lru_cache(maxsize=2)
+def _load_evo2(model_name: str, local_path: str | None, device: str, batch_size: int, max_context: int):
+    """Evo 2 weights are loaded once per process, whatever number of partitions it materializes."""
+    from resources.evo2.torch_backend import Evo2TorchScorer
+
+    return Evo2TorchScorer.from_pretrained(
+        model_name, local_path=local_path, device=device, batch_size=batch_size, max_context=max_context
+    )
+
+
+class Evo2Resource(dg.ConfigurableResource):
+    """DNA language-model features per record.
+
+    ``backend``: ``markov`` (default; a codon-phase-aware interpolated Markov model trained on the
+    partition's own CDS with cross-fitting, CPU), ``evo2`` (the local ``evo2`` package on a GPU) or ``nim``
+    (NVIDIA NIM's Evo 2 forward endpoint over HTTP; the API key is read from the environment variable
+    named by ``nim_api_key_env`` and never stored or logged).
+    """
+
+    backend: Literal["markov", "evo2", "nim"] = "markov"
+    # markov
+    markov_order: int = 5
+    markov_folds: int = 5
+    markov_pseudocount: float = 4.0
+    # evo2
+    model_name: str = "evo2_7b"
+    local_path: str | None = None
+    device: str = "cuda:0"
+    batch_size: int = 8
+    max_context: int = 8192
+    # nim
+    nim_base_url: str = "https://health.api.nvidia.com/v1"
+    nim_api_key_env: str = "NVIDIA_API_KEY"
+    logits_layer: str = "output_layer"
+    requests_per_minute: int = 60
+    nim_max_concurrency: int = 4
+    # shared
+    cache_dir: str = ""  # default: <storage root>/feature_cache
+    records_per_batch: int = 0  # 0: a backend default (all at once for markov, 256 for evo2, 64 for nim)
+    max_error_rate: float = 0.05  # the partition fails above this share of records in error
+    progress_every: int = 10_000  # log progress after about this many scored records
+
+    _token_scorer: object = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Load the model up front (once per process), not inside the first batch.
+        if self.backend == "evo2":
+            self._token_scorer = _load_evo2(self.model_name, self.local_path, self.device, self.batch_size,
+                                            self.max_context)
+        elif self.backend == "nim":
+            from resources.evo2.nim import NimEvo2Scorer
+
+            self._token_scorer = NimEvo2Scorer(
+                base_url=self.nim_base_url,
+                api_key_env=self.nim_api_key_env,
+                logits_layer=self.logits_layer,
+                requests_per_minute=self.requests_per_minute,
+                max_concurrency=self.nim_max_concurrency,
+            )
+
+    def scorer_for(self, records: pa.Table) -> tuple[BatchScorer, MarkovCdsModel | None]:
+        """The batch scorer for a partition; for markov, also the model it trained on the partition."""
+        if self.backend == "markov":
+            model = MarkovCdsModel.train(
+                records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist(),
+                order=self.markov_order, folds=self.markov_folds, pseudocount=self.markov_pseudocount,
+            )
+            return MarkovBatchScorer(model, workers=os.cpu_count() or 1), model
+        if self._token_scorer is None:
+            raise RuntimeError("Evo2Resource was used outside a Dagster execution; call setup_for_execution")
+        return TokenBatchScorer(self._token_scorer), None
+
+    @property
+    def batch_records(self) -> int:
+        return self.records_per_batch or {"markov": 50_000, "evo2": 256, "nim": 64}[self.backend]
+
+    def cache(self) -> FeatureCache:
+        return FeatureCache(Path(self.cache_dir) if self.cache_dir else storage_root() / "feature_cache")
