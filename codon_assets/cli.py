@@ -49,8 +49,9 @@ def resolve_host(path: Path, host: str | None) -> str:
     return found.key
 
 
-def materialize_partition(host: str, files: list[Path] | None, run_config: dict | None = None):
-    """Materialize the ingest graph for one host partition on the persistent instance."""
+def materialize_partition(host: str, files: list[Path] | None, run_config: dict | None = None,
+                          evo2_backend: str | None = None):
+    """Materialize the graph for one host partition on the persistent instance."""
     import dagster as dg
 
     from codon_assets.definitions import ALL_ASSETS, build_resources
@@ -58,7 +59,7 @@ def materialize_partition(host: str, files: list[Path] | None, run_config: dict 
 
     # Dagster's own console log is for the UI; the command line prints its own summary lines.
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    resources = build_resources()
+    resources = build_resources(evo2_backend)
     if files is not None:
         resources["input_files"] = InputFiles(files={host: [str(f) for f in files]})
     with dg.DagsterInstance.get() as instance:
@@ -114,43 +115,57 @@ def _materializations(result) -> dict[str, dict]:
     return metadata
 
 
-def run_file(path: Path, host: str, output_dir: Path, limit: int | None) -> dict:
-    from codon_assets.core.export import converted_records, write_json, write_jsonl
+def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_backend: str | None = None) -> dict:
+    from codon_assets.core.export import converted_records, evo2_feature_records, write_json, write_json_array, write_jsonl
 
     started = time.perf_counter()
     run_config = {"ops": {"converted_dataset": {"config": {"limit": limit}}}} if limit else None
-    print(f"[{host}] materializing raw_tsv -> converted_dataset for {path}", file=sys.stderr)
-    result, step_seconds = materialize_partition(host, [path], run_config)
+    print(f"[{host}] materializing raw_tsv -> converted_dataset -> evo2_features for {path}", file=sys.stderr)
+    result, step_seconds = materialize_partition(host, [path], run_config, evo2_backend)
     results: dict = {"status": "success" if result.success else "failed", "host": host, "input": str(path),
                      "dagster_run_id": result.run_id, "steps": {}, "outputs": {}}
+    meta = _materializations(result)
+    if "converted_dataset" in meta:
+        converted = meta["converted_dataset"]
+        results["steps"]["convert"] = {
+            "status": "success",
+            "rows_read": converted["rows_read"],
+            "valid": converted["valid"],
+            "rejected": converted["rejected"],
+            "rejects_by_reason": converted["rejects_by_reason_json"],
+            "seconds": step_seconds.get("converted_dataset"),
+        }
+        jsonl = output_dir / f"{path.stem}.jsonl"
+        write_jsonl(converted_records(pq.read_table(converted["path"])), jsonl)
+        results["outputs"] |= {"jsonl": str(jsonl), "converted_parquet": converted["path"],
+                               "rejects_parquet": meta["converted_rejects"]["path"]}
+        print(f"[{host}] {converted['rows_read']} rows read: {converted['valid']} valid, "
+              f"{converted['rejected']} rejected -> {jsonl}", file=sys.stderr)
+    if "evo2_features" in meta:
+        features = meta["evo2_features"]
+        results["steps"]["evo2_features"] = {
+            "status": "success",
+            "records": features["records"],
+            "success": features["success"],
+            "error": features["error"],
+            "cache_hits": features["cache_hits"],
+            "records_per_s": features["records_per_s"],
+            "backend": features["backend"],
+            "model_version": features["model_version"],
+            "seconds": step_seconds.get("evo2_features"),
+        }
+        feature_json = output_dir / f"{path.stem}_evo2_features.json"
+        converted_table = pq.read_table(meta["converted_dataset"]["path"], columns=["protein_id", "sequence"])
+        write_json_array(evo2_feature_records(pq.read_table(features["path"]), converted_table), feature_json)
+        results["outputs"] |= {"evo2_features_json": str(feature_json), "evo2_features_parquet": features["path"]}
+        print(f"[{host}] {features['success']} records scored ({features['backend']}), {features['error']} errors, "
+              f"{features['cache_hits']} from cache -> {feature_json}", file=sys.stderr)
     if not result.success:
         results["error"] = _failure_message(result)
-        results["total_seconds"] = round(time.perf_counter() - started, 3)
-        write_json(results, output_dir / "pipeline_results.json")
-        raise CliError(results["error"])
-
-    meta = _materializations(result)
-    converted = meta["converted_dataset"]
-    results["steps"]["convert"] = {
-        "status": "success",
-        "rows_read": converted["rows_read"],
-        "valid": converted["valid"],
-        "rejected": converted["rejected"],
-        "rejects_by_reason": converted["rejects_by_reason_json"],
-        "seconds": step_seconds.get("converted_dataset"),
-    }
-    table = pq.read_table(converted["path"])
-    jsonl = output_dir / f"{path.stem}.jsonl"
-    write_jsonl(converted_records(table), jsonl)
-    results["outputs"] = {"jsonl": str(jsonl), "converted_parquet": converted["path"],
-                          "rejects_parquet": meta["converted_rejects"]["path"]}
     results["total_seconds"] = round(time.perf_counter() - started, 3)
     write_json(results, output_dir / "pipeline_results.json")
-    print(
-        f"[{host}] {converted['rows_read']} rows read: {converted['valid']} valid, {converted['rejected']} rejected "
-        f"-> {jsonl}",
-        file=sys.stderr,
-    )
+    if not result.success:
+        raise CliError(results["error"])
     return results
 
 
@@ -172,9 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(f"{source}: no host input files found (expected release names such as Sac.tsv)", code=2)
         for host, files in jobs:
             for file in files:
-                run_file(file, host, output_dir / host, args.limit)
+                run_file(file, host, output_dir / host, args.limit, args.evo2_backend)
         return 0
-    run_file(source, resolve_host(source, args.host), output_dir, args.limit)
+    run_file(source, resolve_host(source, args.host), output_dir, args.limit, args.evo2_backend)
     return 0
 
 
@@ -216,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="host partition (default: from the file name, e.g. Sac.tsv -> S_cerevisiae)")
     run.add_argument("--output-dir", required=True, help="where the seed-compatible files go")
     run.add_argument("--limit", type=int, help="convert only the first N rows")
+    run.add_argument("--evo2-backend", choices=["markov", "evo2", "nim"],
+                     help="feature backend (default: $CODON_EVO2_BACKEND or markov)")
     run.set_defaults(func=cmd_run)
 
     mat = sub.add_parser("materialize", help="materialize all assets for hosts with input in CODON_INPUT_DIR")

@@ -15,12 +15,27 @@ from resources.paths import DEFAULT_INPUT_DIR
 ALL_ASSETS = [raw_tsv, converted_dataset, evo2_features]
 
 
-def build_resources() -> dict:
-    """Resources for the current environment (CODON_INPUT_DIR, CODON_STORAGE_DIR, DAGSTER_HOME)."""
+def evo2_from_env(backend: str | None = None) -> Evo2Resource:
+    """The feature resource as configured by CODON_EVO2_* / CODON_NIM_* variables (unset: defaults)."""
+    env = os.environ
+    settings = {
+        "backend": backend or env.get("CODON_EVO2_BACKEND"),
+        "model_name": env.get("CODON_EVO2_MODEL"),
+        "local_path": env.get("CODON_EVO2_LOCAL_PATH"),
+        "device": env.get("CODON_EVO2_DEVICE"),
+        "nim_base_url": env.get("CODON_NIM_URL"),
+        "nim_path": env.get("CODON_NIM_PATH"),
+        "cache_dir": env.get("CODON_FEATURE_CACHE_DIR"),
+    }
+    return Evo2Resource(**{k: v for k, v in settings.items() if v})
+
+
+def build_resources(evo2_backend: str | None = None) -> dict:
+    """Resources for the current environment (CODON_INPUT_DIR, CODON_STORAGE_DIR, DAGSTER_HOME, CODON_EVO2_*)."""
     return {
         "input_files": InputFiles(input_dir=os.environ.get("CODON_INPUT_DIR", str(DEFAULT_INPUT_DIR))),
         "io_manager": ParquetIOManager(),
-        "evo2": Evo2Resource(backend=os.environ.get("CODON_EVO2_BACKEND", "markov")),
+        "evo2": evo2_from_env(evo2_backend),
     }
 
 

@@ -231,7 +231,8 @@ def _make_handler(nim: NimStandin) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return self._send(200, full[: len(full) // 2], content_length=len(full))
             if k == "echo_auth":  # a misbehaving proxy that echoes request headers into an error body
-                return self._send(400, json.dumps({"detail": f"bad request; got {self.headers.get('Authorization')}"}).encode())
+                echoed = self.headers.get("Authorization")
+                return self._send(400, json.dumps({"detail": f"bad request; got {echoed}"}).encode())
             if k == "accepted":
                 req_id = str(uuid.uuid4())
                 with nim._lock:

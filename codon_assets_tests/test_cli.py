@@ -98,3 +98,27 @@ def test_materialize_command_reports_hosts(tmp_path):
     assert "[S_cerevisiae] materialized" in proc.stdout and "[P_pastoris] materialized" in proc.stdout
     assert "hosts without input data (not materialized): E_coli, Human, Mouse" in proc.stdout
     assert (tmp_path / "home" / "codon_assets" / "converted_dataset" / "P_pastoris.parquet").exists()
+
+
+def test_run_writes_features_in_the_original_format(dagster_home, tmp_path):
+    assert main(["run", "--input", str(EXAMPLES / "Pic.tsv"), "--output-dir", str(tmp_path), "--evo2-backend", "markov"]) == 0
+    results = json.loads((tmp_path / "pipeline_results.json").read_text())
+    step = results["steps"]["evo2_features"]
+    assert step["records"] == step["success"] == results["steps"]["convert"]["valid"] and step["error"] == 0
+    assert step["backend"] == "markov" and step["model_version"].startswith("markov-o5-k5")
+    assert step["records_per_s"] > 0 and step["cache_hits"] == 0
+    features = json.loads((tmp_path / "Pic_evo2_features.json").read_text())
+    records = [json.loads(line) for line in (tmp_path / "Pic.jsonl").read_text().splitlines()]
+    assert len(features) == len(records)
+    first = features[0]
+    assert first["task"] == "extract_features" and first["status"] == "success"
+    assert first["output"]["sequence"] == records[0]["sequence"][:50] + "..."
+    assert first["output"]["sequence_length"] == len(records[0]["sequence"])
+    assert set(first["metadata"]) == {"request_id", "processing_time_ms", "service"}
+    assert first["metadata"]["request_id"] == records[0]["protein_id"]
+    assert 0 < first["output"]["avg_confidence"] < 1 and first["output"]["perplexity"] > 1
+
+    # A second run over the same input takes every score from the cache.
+    assert main(["run", "--input", str(EXAMPLES / "Pic.tsv"), "--output-dir", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "pipeline_results.json").read_text())["steps"]["evo2_features"]
+    assert again["cache_hits"] == step["records"]

@@ -20,7 +20,7 @@ from codon_assets_tests.nim_standin import (
     slow,
 )
 from resources.evo2.nim import NimError, NimEvo2Scorer, TokenBucket
-from resources.evo2.scorer import TokenLogprobScorer
+from codon_assets.core.features import TokenLogprobScorer
 
 ENV = "CODON_TEST_NIM_KEY"
 KEY = "nvapi-MARKER-7f3c9e1d-DO-NOT-LEAK"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from codon_assets.core.convert import METADATA_COLUMNS
 
@@ -66,5 +67,47 @@ def write_jsonl(records: Iterator[dict], path: Path) -> int:
         handle.write(json.dumps(record, ensure_ascii=False))
         handle.write("\n")
         count += 1
+    finish()
+    return count
+
+
+def evo2_feature_records(table: pa.Table, converted: pa.Table, batch_rows: int = 10_000) -> Iterator[dict]:
+    """Feature rows in the original tool's `<stem>_evo2_features.json` layout (no per-base arrays); the
+    sequence preview comes from the converted record with the same ``protein_id``."""
+    service = {"markov": "codon-assets-markov", "evo2": "evo2-local", "nim": "nvidia-nim"}
+    preview = dict(zip(converted["protein_id"].to_pylist(),
+                       pc.utf8_slice_codeunits(converted["sequence"], 0, 50).to_pylist()))
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        for row in batch.to_pylist():
+            output = {
+                "sequence": preview[row["protein_id"]] + "...",
+                "sequence_length": row["sequence_length"],
+                **{name: row[name] for name in ("avg_confidence", "max_confidence", "min_confidence",
+                                                "std_confidence", "avg_loglik", "perplexity", "gc_content",
+                                                "codon_entropy")},
+                "backend": row["backend"],
+                "model_version": row["model_version"],
+            }
+            if row["error"]:
+                output["error"] = row["error"]
+            yield {
+                "task": "extract_features",
+                "status": row["status"],
+                "output": output,
+                "metadata": {"request_id": row["protein_id"], "processing_time_ms": row["processing_time_ms"],
+                             "service": service.get(row["backend"], row["backend"])},
+            }
+
+
+def write_json_array(records: Iterator[dict], path: Path) -> int:
+    """A JSON array written one element at a time (never the whole document in memory)."""
+    handle, finish = atomic_text_writer(path)
+    handle.write("[")
+    count = 0
+    for record in records:
+        handle.write(",\n" if count else "\n")
+        handle.write(json.dumps(record))
+        count += 1
+    handle.write("\n]\n")
     finish()
     return count

@@ -1,22 +1,22 @@
 """Evo 2 per-base log-probabilities from an NVIDIA NIM ``/forward`` endpoint over HTTP.
 
-Protocol, as documented by NVIDIA
----------------------------------
-* ``POST {base_url}/biology/arc/evo2/forward`` (self-hosted NIM; the hosted API is
-  ``https://health.api.nvidia.com/v1/biology/arc/evo2-40b/forward``, i.e. another base_url + path) with
-  JSON ``{"sequence": <DNA>, "output_layers": [<layer>, ...]}`` (1..100 layer names).
-  Source: https://docs.nvidia.com/nim/bionemo/evo2/latest/endpoints.html ("Run model forward pass and save
-  layers outputs") and https://docs.api.nvidia.com/nim/reference/arc-evo2-7b-infer.
+Protocol, as NVIDIA documents it
+--------------------------------
+* ``POST {base_url}/biology/arc/evo2/forward`` on a self-hosted NIM, JSON body
+  ``{"sequence": <DNA>, "output_layers": [<layer>, ...]}`` (1..100 layer names).
+  Sources: https://docs.nvidia.com/nim/bionemo/evo2/latest/endpoints.html ("Run model forward pass and save
+  layers outputs") and the hosted API reference https://docs.api.nvidia.com/nim/reference/arc-evo2-7b-infer.
 * Layer ``output_layer`` is "Final output/logits of shape [seq_len, batch_size, 512]" (512 = padded byte
   vocabulary) -- same API reference. Hence the default ``logits_layer="output_layer"``.
-* Hosted calls carry ``Authorization: Bearer <key>``; a local NIM container needs none.
-* Hosted (NVCF) calls may answer ``202 Accepted`` with an ``NVCF-REQID`` header; the client then GETs
-  ``https://api.nvcf.nvidia.com/v2/nvcf/pexec/status/{request_id}`` (202 = still running, 200 = result).
-  Source: NVCF "Generic HTTP Function Invocation" docs (https://docs.nvidia.com/nvcf/) and NVIDIA's own
-  sample clients.
+* Hosted NVIDIA APIs take ``Authorization: Bearer <key>``; NVCF may answer ``202 Accepted`` with an
+  ``NVCF-REQID`` header, to be polled at ``https://api.nvcf.nvidia.com/v2/nvcf/pexec/status/{request_id}``
+  (202 = still running, 200 = the result). Sources: https://docs.nvidia.com/nvcf/ (function invocation,
+  NVCF-REQID) and NVIDIA's sample clients.
 
-Observed in public clients, not in NVIDIA's text (treated as likely, handled defensively)
----------------------------------------------------------------------------------------
+Seen in public clients, not in NVIDIA's text (handled defensively)
+------------------------------------------------------------------
+* The hosted forward URL ``https://health.api.nvidia.com/v1/biology/arc/evo2-40b/forward`` -- pass it as
+  base_url + path. A local NIM container needs no key.
 * The 200 body is ``{"data": <base64 NPZ>, "elapsed_ms": int}``; inside the NPZ the array for layer X is
   named ``"X.output"`` (e.g. ``npz["output_layer.output"]``). We accept ``"X.output"`` or plain ``"X"``.
 * Layout: ``[L, 1, V]`` on self-hosted NIM, ``[1, L, V]`` reported for the hosted API; ``[L, V]`` is also
@@ -82,7 +82,10 @@ for _base, _tok in TOKEN_IDS.items():
 
 
 class NimError(RuntimeError):
-    """Why one record failed. ``kind``: http | timeout | connection | malformed | layout | poll_timeout | input | unexpected."""
+    """Why one record failed.
+
+    ``kind``: http | timeout | connection | malformed | layout | poll_timeout | input | unexpected.
+    """
 
     def __init__(self, kind: str, message: str, *, status: int | None = None, retryable: bool = False,
                  retry_after: float | None = None, attempts: int = 0) -> None:
@@ -204,7 +207,9 @@ class NimEvo2Scorer:
         try:
             return self._score(index, sequence)
         except Exception as exc:  # the contract: a failure belongs to its record, never to the batch
-            return exc if isinstance(exc, NimError) else NimError("unexpected", self._redact(f"{type(exc).__name__}: {exc}"))
+            if isinstance(exc, NimError):
+                return exc
+            return NimError("unexpected", self._redact(f"{type(exc).__name__}: {exc}"))
 
     def _score(self, index: int, sequence: str) -> np.ndarray:
         targets = _token_ids(sequence)

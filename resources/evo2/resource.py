@@ -40,7 +40,7 @@ class Evo2Resource(dg.ConfigurableResource):
     # markov
     markov_order: int = 5
     markov_folds: int = 5
-    markov_pseudocount: float = 4.0
+    markov_pseudocount: float = 64.0
     # evo2
     model_name: str = "evo2_7b"
     local_path: str | None = None
@@ -48,7 +48,11 @@ class Evo2Resource(dg.ConfigurableResource):
     batch_size: int = 8
     max_context: int = 8192
     # nim
-    nim_base_url: str = "https://health.api.nvidia.com/v1"
+    # A self-hosted NIM by default; NVIDIA's hosted API is nim_base_url="https://health.api.nvidia.com/v1",
+    # nim_path="/biology/arc/evo2-40b/forward" (its logits layer may be named differently, e.g. "unembed").
+    nim_base_url: str = "http://localhost:8000"
+    nim_path: str = "/biology/arc/evo2/forward"
+    nim_model: str = "evo2-40b"  # names the served model in the cache key
     nim_api_key_env: str = "NVIDIA_API_KEY"
     logits_layer: str = "output_layer"
     requests_per_minute: int = 60
@@ -70,8 +74,11 @@ class Evo2Resource(dg.ConfigurableResource):
             from resources.evo2.nim import NimEvo2Scorer
 
             self._token_scorer = NimEvo2Scorer(
-                base_url=self.nim_base_url,
+                self.nim_base_url,
+                self.nim_path,
                 api_key_env=self.nim_api_key_env,
+                # Scores depend on the served model and the layer read, so both name the cached results.
+                model_version=f"nim:{self.nim_model}:{self.logits_layer}",
                 logits_layer=self.logits_layer,
                 requests_per_minute=self.requests_per_minute,
                 max_concurrency=self.nim_max_concurrency,
