@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -27,26 +27,50 @@ import pandas  # noqa: E402,F401
 
 from codon_assets.core.convert import ConversionSettings, convert_files  # noqa: E402
 from codon_assets.core.hosts import get_host  # noqa: E402
+from codon_assets.core.features import MarkovBatchScorer, extract_features  # noqa: E402
+from codon_assets.core.markov import MarkovCdsModel  # noqa: E402
 from codon_assets.core.tsv import read_release_table  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 HOST = "S_cerevisiae"
 
 
-def stage_convert(path: Path) -> int:
-    """Library call: parse the TSV and convert it (what `converted_dataset` does). Returns rows read."""
+def stage_convert(path: Path) -> tuple[int, float]:
+    """Library call: parse the TSV and convert it (what `converted_dataset` does)."""
+    started = time.perf_counter()
     result = convert_files([read_release_table(path)], get_host(HOST), ConversionSettings())
-    return result.rows_read
+    return result.rows_read, time.perf_counter() - started
 
 
-STAGES = {"convert": stage_convert}
+def stage_features(path: Path) -> tuple[int, float]:
+    """Library call: train the Markov backend on the converted records and score them all (what
+    `evo2_features` does with backend=markov, without the cache). Conversion is done first, untimed."""
+    records = converted(path)
+    started = time.perf_counter()
+    model = MarkovCdsModel.train(records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist())
+    table, _ = extract_features(records, MarkovBatchScorer(model, workers=os.cpu_count() or 1))
+    return table.num_rows, time.perf_counter() - started
+
+
+def converted(path: Path) -> pa.Table:
+    """The converted records of a generated table, cached beside it."""
+    cached = path.with_suffix(".converted.parquet")
+    if not cached.exists():
+        result = convert_files([read_release_table(path)], get_host(HOST), ConversionSettings())
+        pq.write_table(result.valid.select(["protein_id", "sequence", "seq_sha256"]), cached)
+    return pq.read_table(cached)
+
+
+STAGES = {"convert": stage_convert, "features": stage_features}
 
 
 def measure(stage: str, path: Path) -> dict:
     """Run one stage in a fresh interpreter; returns seconds, records and peak RSS (MiB)."""
     code = (
-        "import json, resource, sys, time; sys.path.insert(0, %r); import bench.run as b; "
-        "t = time.perf_counter(); n = b.STAGES[%r](b.Path(%r)); s = time.perf_counter() - t; "
+        "import json, resource, sys; sys.path.insert(0, %r); import bench.run as b; "
+        "n, s = b.STAGES[%r](b.Path(%r)); "
         "print(json.dumps({'seconds': s, 'records': n, "
         "'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
     ) % (str(ROOT), stage, str(path))

@@ -204,8 +204,9 @@ def extract_features(
         cache.compact(scorer.backend, scorer.model_version)
 
     failed = np.array([e is not None for e in errors], dtype=bool)
-    gc = gc_content(sequences)
-    entropy = codon_entropy(codon_counts(sequences))
+    counts = codon_counts(sequences)
+    gc = gc_content(counts)
+    entropy = codon_entropy(counts)
     table = pa.table(
         {
             "protein_id": records["protein_id"],

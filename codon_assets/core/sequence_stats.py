@@ -8,15 +8,13 @@ import pyarrow as pa
 from codon_assets.core.genetic_code import CODONS, CODON_TO_AA, base_codes, codon_codes, record_chunks, string_buffers
 
 _SENSE = np.array([CODON_TO_AA[c] != "*" for c in CODONS])
-_G, _C = ord("G"), ord("C")
+_GC_PER_CODON = np.array([sum(b in "GC" for b in c) for c in CODONS], dtype=np.int64)
 
 
-def gc_content(sequences: pa.Array) -> np.ndarray:
-    """Fraction of G+C per sequence (0 for an empty one)."""
-    data, offsets = string_buffers(sequences)
-    gc = np.concatenate([[0], np.cumsum((data == _G) | (data == _C), dtype=np.int64)])
-    lengths = np.diff(offsets)
-    return (gc[offsets[1:]] - gc[offsets[:-1]]) / np.maximum(lengths, 1)
+def gc_content(counts: np.ndarray) -> np.ndarray:
+    """Fraction of G+C per record, from its codon counts (exact for whole-codon sequences)."""
+    bases = 3 * counts.sum(axis=1)
+    return (counts @ _GC_PER_CODON) / np.maximum(bases, 1)
 
 
 def codon_counts(sequences: pa.Array) -> np.ndarray:
