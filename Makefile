@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 SIZES ?= 1000 10000 52000
 PYTEST_ARGS ?=
 
-.PHONY: demo test ui bench home clean
+.PHONY: demo test ui mlflow bench quality home clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(BIN)/.installed
 
 ui: $(BIN)/.installed home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+mlflow: $(BIN)/.installed home
+	mkdir -p $(DAGSTER_HOME)/mlflow
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(DAGSTER_HOME)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+quality: $(BIN)/.installed
+	$(BIN)/python bench/yeast_quality.py --mlflow-uri sqlite:///$(DAGSTER_HOME)/mlflow/mlflow.db
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py --sizes $(SIZES)

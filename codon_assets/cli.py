@@ -4,6 +4,7 @@ run shows in the UI) and writes the original tool's file formats beside them."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -49,9 +50,15 @@ def resolve_host(path: Path, host: str | None) -> str:
     return found.key
 
 
-def materialize_partition(host: str, files: list[Path] | None, run_config: dict | None = None,
-                          evo2_backend: str | None = None):
-    """Materialize the graph for one host partition on the persistent instance."""
+INGEST_AND_FEATURES = ["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features"]
+MODEL = ["enhanced_dataset", "surrogate_model"]
+
+
+def materialize_partition(host: str | None, selection: list[str], files: list[Path] | None = None,
+                          run_config: dict | None = None, evo2_backend: str | None = None,
+                          measured: Path | None = None):
+    """Materialize the selected assets for one host partition (None: the unpartitioned ones) on the
+    persistent instance."""
     import dagster as dg
 
     from codon_assets.definitions import ALL_ASSETS, build_resources
@@ -60,11 +67,18 @@ def materialize_partition(host: str, files: list[Path] | None, run_config: dict 
     # Dagster's own console log is for the UI; the command line prints its own summary lines.
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     resources = build_resources(evo2_backend)
-    if files is not None:
-        resources["input_files"] = InputFiles(files={host: [str(f) for f in files]})
+    if files is not None or measured is not None:
+        # Measured tables are looked for beside the given input (or taken from --measured), never in the
+        # demo's input folder.
+        resources["input_files"] = InputFiles(
+            input_dir=str(files[0].parent) if files else resources["input_files"].input_dir,
+            files={host: [str(f) for f in files]} if files is not None else {},
+            measured={host: str(measured)} if measured is not None else {},
+        )
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize(
             ALL_ASSETS,
+            selection=selection,
             partition_key=host,
             instance=instance,
             resources=resources,
@@ -115,13 +129,22 @@ def _materializations(result) -> dict[str, dict]:
     return metadata
 
 
-def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_backend: str | None = None) -> dict:
-    from codon_assets.core.export import converted_records, evo2_feature_records, write_json, write_json_array, write_jsonl
+def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_backend: str | None = None,
+             train_surrogate: bool = False, measured: Path | None = None) -> dict:
+    from codon_assets.core.export import (
+        converted_records,
+        enhanced_records,
+        evo2_feature_records,
+        write_json,
+        write_json_array,
+        write_jsonl,
+    )
 
     started = time.perf_counter()
     run_config = {"ops": {"converted_dataset": {"config": {"limit": limit}}}} if limit else None
-    print(f"[{host}] materializing raw_tsv -> converted_dataset -> evo2_features for {path}", file=sys.stderr)
-    result, step_seconds = materialize_partition(host, [path], run_config, evo2_backend)
+    selection = INGEST_AND_FEATURES + (MODEL if train_surrogate else [])
+    print(f"[{host}] materializing {' -> '.join(selection)} for {path}", file=sys.stderr)
+    result, step_seconds = materialize_partition(host, selection, [path], run_config, evo2_backend, measured)
     results: dict = {"status": "success" if result.success else "failed", "host": host, "input": str(path),
                      "dagster_run_id": result.run_id, "steps": {}, "outputs": {}}
     meta = _materializations(result)
@@ -160,6 +183,39 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
         results["outputs"] |= {"evo2_features_json": str(feature_json), "evo2_features_parquet": features["path"]}
         print(f"[{host}] {features['success']} records scored ({features['backend']}), {features['error']} errors, "
               f"{features['cache_hits']} from cache -> {feature_json}", file=sys.stderr)
+    if "enhanced_dataset" in meta:
+        enhanced = meta["enhanced_dataset"]
+        results["steps"]["enhance"] = {
+            "status": "success",
+            "mode": enhanced["mode"],
+            "records": enhanced["dagster/row_count"],
+            "percent_enhanced": enhanced["percent_enhanced"],
+            "mean_abs_delta": enhanced["mean_abs_delta"],
+            "measured_records": enhanced["measured_records"],
+            "measured_labels": enhanced["measured_labels"],
+            "seconds": step_seconds.get("enhanced_dataset"),
+        }
+        enhanced_jsonl = output_dir / f"{path.stem}_enhanced.jsonl"
+        write_jsonl(enhanced_records(pq.read_table(enhanced["path"])), enhanced_jsonl)
+        results["outputs"]["enhanced_jsonl"] = str(enhanced_jsonl)
+    if "surrogate_model" in meta:
+        model = meta["surrogate_model"]
+        results["steps"]["train_surrogate"] = {
+            "status": "success",
+            "metrics": {k.removeprefix("cv_"): v for k, v in model.items() if k.startswith("cv_")},
+            "baselines": model["baselines"],
+            "label_source": model["label_source"],
+            "mlflow_run_id": model["mlflow_run_id"],
+            "model_name": model["registered_model"],
+            "model_version": model["registered_version"],
+            "model_uri": model["model_uri"],
+            "seconds": step_seconds.get("surrogate_model"),
+        }
+        pkl = output_dir / "models" / f"{path.stem}_surrogate.pkl"
+        export_pickle(Path(model["model_path"]), pkl)
+        results["outputs"]["surrogate_pkl"] = str(pkl)
+        print(f"[{host}] surrogate: held-out Spearman {model['cv_spearman']:.3f} ({model['label_source']} labels), "
+              f"registered {model['model_uri']} -> {pkl}", file=sys.stderr)
     if not result.success:
         results["error"] = _failure_message(result)
     results["total_seconds"] = round(time.perf_counter() - started, 3)
@@ -167,6 +223,21 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
     if not result.success:
         raise CliError(results["error"])
     return results
+
+
+def export_pickle(model_dir: Path, path: Path) -> None:
+    """The original tool's `models/<stem>_surrogate.pkl`: a joblib dict with feature keys, models, config."""
+    import joblib
+
+    from codon_assets.core.surrogate import SurrogateModel
+
+    model = SurrogateModel.load(model_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    joblib.dump({"feature_keys": model.feature_names, "models": {"mu": model.mu, "hi": model.hi},
+                 "config": {"hosts": model.hosts, "backend": model.backend, "label_source": model.label_source,
+                            "metrics": model.metrics}, "surrogate": model}, tmp)
+    os.replace(tmp, path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -187,9 +258,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(f"{source}: no host input files found (expected release names such as Sac.tsv)", code=2)
         for host, files in jobs:
             for file in files:
-                run_file(file, host, output_dir / host, args.limit, args.evo2_backend)
+                run_file(file, host, output_dir / host, args.limit, args.evo2_backend, args.train_surrogate)
         return 0
-    run_file(source, resolve_host(source, args.host), output_dir, args.limit, args.evo2_backend)
+    measured = Path(args.measured) if args.measured else None
+    if measured is not None and not measured.is_file():
+        raise CliError(f"{measured}: no such measured table")
+    run_file(source, resolve_host(source, args.host), output_dir, args.limit, args.evo2_backend,
+             args.train_surrogate, measured)
     return 0
 
 
@@ -206,19 +281,103 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     skipped = [h for h in host_partitions.get_partition_keys() if h not in hosts]
     failed = []
     for host in hosts:
-        result, _ = materialize_partition(host, None)
+        result, _ = materialize_partition(host, INGEST_AND_FEATURES + MODEL)
         if result.success:
-            meta = _materializations(result)["converted_dataset"]
-            print(f"[{host}] materialized: {meta['valid']} valid, {meta['rejected']} rejected "
-                  f"(run {result.run_id[:8]})")
+            meta = _materializations(result)
+            print(f"[{host}] materialized: {meta['converted_dataset']['valid']} valid, "
+                  f"{meta['converted_dataset']['rejected']} rejected, {meta['evo2_features']['success']} scored, "
+                  f"surrogate {meta['surrogate_model']['model_uri']} (held-out Spearman "
+                  f"{meta['surrogate_model']['cv_spearman']:.3f}, {meta['surrogate_model']['label_source']} labels)")
         else:
             failed.append(host)
             print(f"[{host}] FAILED: {_failure_message(result)}", file=sys.stderr)
+    if len(failed) < len(hosts):
+        result, _ = materialize_partition(None, ["surrogate_model_unified"])
+        if result.success:
+            meta = _materializations(result)["surrogate_model_unified"]
+            print(f"[unified] surrogate {meta['model_uri']} (held-out Spearman {meta['cv_spearman']:.3f})")
+        else:
+            failed.append("unified")
+            print(f"[unified] FAILED: {_failure_message(result)}", file=sys.stderr)
     if skipped:
         print(f"hosts without input data (not materialized): {', '.join(skipped)}")
+    from resources.mlflow_tracking import MlflowTracking
+
     print(f"instance: {home}\nopen the UI with `make ui` and browse http://127.0.0.1:3000/assets")
+    print(f"models: `make mlflow` serves {MlflowTracking().uri()} on http://127.0.0.1:5000")
     if failed:
         raise CliError(f"materialization failed for {', '.join(failed)}")
+    return 0
+
+
+def load_surrogate(reference: str):
+    """A surrogate from a `.pkl` the user names (joblib: only load files you trust), a saved model folder,
+    or the MLflow registry (`name`, `name/version`, `models:/...`)."""
+    from codon_assets.core.surrogate import SurrogateModel
+
+    path = Path(reference)
+    if reference.endswith(".pkl"):
+        if not path.is_file():
+            raise CliError(f"{path}: no such model file")
+        import joblib
+
+        bundle = joblib.load(path)
+        if not isinstance(bundle, dict) or not isinstance(bundle.get("surrogate"), SurrogateModel):
+            raise CliError(f"{path}: not a codon-assets surrogate export")
+        return bundle["surrogate"]
+    if path.is_dir() and (path / "surrogate.json").exists():
+        return SurrogateModel.load(path)
+    from resources.mlflow_tracking import MlflowTracking, load_registered
+
+    try:
+        return load_registered(reference, MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "")))
+    except Exception as exc:  # the registry's own errors are long; the user needs the one line
+        raise CliError(f"cannot load model {reference!r} from the MLflow registry: {str(exc).splitlines()[0]}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """mu and sigma for every valid record of a table, featurised exactly as in training."""
+    import numpy as np
+    import pandas as pd
+
+    from codon_assets.core.convert import ConversionSettings, convert_files
+    from codon_assets.core.export import atomic_text_writer
+    from codon_assets.core.hosts import get_host
+    from codon_assets.core.surrogate import predict_frame
+    from codon_assets.core.tsv import read_release_table
+
+    ensure_instance_home()
+    model = load_surrogate(args.model)
+    source = Path(args.input)
+    if args.host:
+        host = resolve_host(source, args.host)
+    elif len(model.hosts) == 1:
+        host = model.hosts[0]
+    else:
+        host = resolve_host(source, None)
+    if host not in model.hosts:
+        raise CliError(f"the model was trained for {', '.join(model.hosts)}, not {host}", code=2)
+    result = convert_files([read_release_table(source)], get_host(host), ConversionSettings())
+    records = result.valid
+    frame = pd.DataFrame({"protein_id": records["protein_id"].to_pylist(), "sequence": records["sequence"].to_pylist(),
+                          "seq_sha256": records["seq_sha256"].to_pylist(), "host": host})
+    if model.backend != "markov" and len(frame):
+        from codon_assets.core.features import extract_features
+        from codon_assets.definitions import evo2_from_env
+
+        evo2 = evo2_from_env(model.backend)
+        evo2.setup_for_execution(None)
+        scorer, _ = evo2.scorer_for(records)
+        features, _ = extract_features(records.select(["protein_id", "sequence", "seq_sha256"]), scorer, evo2.cache())
+        for name in ("avg_loglik", "avg_confidence", "std_confidence", "min_confidence", "perplexity", "codon_entropy"):
+            frame[name] = features[name].to_numpy(zero_copy_only=False).astype(float)
+    mu, sigma = predict_frame(model, frame) if len(frame) else (np.zeros(0), np.zeros(0))
+    handle, finish = atomic_text_writer(Path(args.output))
+    pd.DataFrame({"protein_id": frame["protein_id"], "mu": mu, "sigma": sigma}).to_csv(handle, sep="\t", index=False)
+    finish()
+    reasons = ", ".join(f"{k}: {v}" for k, v in result.rejects_by_reason().items()) or "none"
+    print(f"[{host}] {result.rows_read} rows: {len(frame)} predicted -> {args.output}; "
+          f"{result.rejects.num_rows} rejected ({reasons})", file=sys.stderr)
     return 0
 
 
@@ -233,7 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="convert only the first N rows")
     run.add_argument("--evo2-backend", choices=["markov", "evo2", "nim"],
                      help="feature backend (default: $CODON_EVO2_BACKEND or markov)")
+    run.add_argument("--train-surrogate", action="store_true",
+                     help="also build the enhanced dataset and train the surrogate (tracked in MLflow)")
+    run.add_argument("--measured", help="measured expression table (TSV/CSV: id, value) for this host")
     run.set_defaults(func=cmd_run)
+
+    predict = sub.add_parser("predict", help="predicted expression (mu, sigma) for a table of CDS")
+    predict.add_argument("--model", required=True,
+                         help="registered name[/version], models:/ URI, saved model folder, or .pkl export")
+    predict.add_argument("--input", required=True, help="a host TSV in the release layout")
+    predict.add_argument("--output", required=True, help="TSV with protein_id, mu, sigma")
+    predict.add_argument("--host", help="host (default: the model's host, or from the file name)")
+    predict.set_defaults(func=cmd_predict)
 
     mat = sub.add_parser("materialize", help="materialize all assets for hosts with input in CODON_INPUT_DIR")
     mat.add_argument("--host", action="append", help="only this host (repeatable)")
@@ -249,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     # Beta/preview notices about Dagster's own API are for developers, not for a user at the terminal.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
+    # MLflow and its migrations log at INFO; the command line prints its own summary.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -8,11 +8,14 @@ import dagster as dg
 
 from codon_assets.features import evo2_features
 from codon_assets.ingest import converted_dataset, raw_tsv
+from codon_assets.surrogate import enhanced_dataset, surrogate_model, surrogate_model_unified
 from resources import InputFiles, ParquetIOManager
 from resources.evo2 import Evo2Resource
+from resources.mlflow_tracking import MlflowTracking
 from resources.paths import DEFAULT_INPUT_DIR
 
-ALL_ASSETS = [raw_tsv, converted_dataset, evo2_features]
+ALL_ASSETS = [raw_tsv, converted_dataset, evo2_features, enhanced_dataset, surrogate_model, surrogate_model_unified]
+HOST_ASSETS = [raw_tsv, converted_dataset, evo2_features, enhanced_dataset, surrogate_model]
 
 
 def evo2_from_env(backend: str | None = None) -> Evo2Resource:
@@ -36,6 +39,7 @@ def build_resources(evo2_backend: str | None = None) -> dict:
         "input_files": InputFiles(input_dir=os.environ.get("CODON_INPUT_DIR", str(DEFAULT_INPUT_DIR))),
         "io_manager": ParquetIOManager(),
         "evo2": evo2_from_env(evo2_backend),
+        "mlflow_tracking": MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "")),
     }
 
 

@@ -9,23 +9,35 @@ from codon_assets.definitions import ALL_ASSETS
 from codon_assets.ingest import CONVERTED, conversion_checks
 from resources import InputFiles, ParquetIOManager
 from resources.evo2 import Evo2Resource
+from resources.mlflow_tracking import MlflowTracking
 from codon_assets_tests.conftest import EXAMPLES, write_tsv
 
 
+INGEST_AND_FEATURES = ["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features"]
+
+
 def materialize(instance, host, input_dir, storage, run_config=None, selection=None, evo2=None):
+    """Materialize a host partition on a temporary instance (ingest and features unless told otherwise)."""
     return dg.materialize(
         ALL_ASSETS,
         partition_key=host,
         instance=instance,
-        resources={
-            "input_files": InputFiles(input_dir=str(input_dir)),
-            "io_manager": ParquetIOManager(base_dir=str(storage)),
-            "evo2": evo2 or Evo2Resource(cache_dir=str(storage / "feature_cache")),
-        },
+        resources=resources_for(input_dir, storage, evo2),
         run_config=run_config,
-        selection=selection,
+        selection=selection or INGEST_AND_FEATURES,
         raise_on_error=False,
     )
+
+
+def resources_for(input_dir, storage, evo2=None):
+    storage.mkdir(parents=True, exist_ok=True)
+    return {
+        "input_files": InputFiles(input_dir=str(input_dir)),
+        "io_manager": ParquetIOManager(base_dir=str(storage)),
+        "evo2": evo2 or Evo2Resource(cache_dir=str(storage / "feature_cache")),
+        "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}",
+                                          artifact_root=str(storage / "mlartifacts")),
+    }
 
 
 def checks_of(result):

@@ -122,3 +122,40 @@ def test_run_writes_features_in_the_original_format(dagster_home, tmp_path):
     assert main(["run", "--input", str(EXAMPLES / "Pic.tsv"), "--output-dir", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "pipeline_results.json").read_text())["steps"]["evo2_features"]
     assert again["cache_hits"] == step["records"]
+
+
+def test_train_then_predict_from_pkl_and_registry(dagster_home, tmp_path):
+    """run --train-surrogate (measured labels beside the input), then predict a held-out table three ways."""
+    import csv
+
+    rows = list(csv.reader(open(EXAMPLES / "Sac.tsv"), delimiter="\t"))
+    train, heldout = tmp_path / "in" / "Sac.tsv", tmp_path / "heldout.tsv"
+    train.parent.mkdir()
+    train.write_text("\n".join("\t".join(r) for r in rows[:601]) + "\n")
+    heldout.write_text("\n".join("\t".join(r) for r in [rows[0]] + rows[601:]) + "\n")
+    (tmp_path / "in" / "Sac_measured.tsv").write_bytes((EXAMPLES / "Sac_measured.tsv").read_bytes())
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(train), "--output-dir", str(out), "--train-surrogate"]) == 0
+    results = json.loads((out / "pipeline_results.json").read_text())
+    step = results["steps"]["train_surrogate"]
+    assert step["label_source"] == "measured" and step["model_name"] == "codon-surrogate-S_cerevisiae"
+    assert step["metrics"]["spearman"] > 0.3 and step["mlflow_run_id"]
+    assert results["steps"]["enhance"]["measured_records"] > 500
+    enhanced = [json.loads(line) for line in (out / "Sac_enhanced.jsonl").read_text().splitlines()]
+    assert len(enhanced) == results["steps"]["convert"]["valid"]
+    assert {"value", "unit", "assay", "confidence", "original_value"} <= set(enhanced[0]["expression"])
+    assert enhanced[0]["expression"]["unit"] == "estimated_enhanced"
+
+    predictions = {}
+    for name, reference in [("pkl", str(out / "models" / "Sac_surrogate.pkl")),
+                            ("registry", "codon-surrogate-S_cerevisiae"),
+                            ("uri", step["model_uri"])]:
+        target = tmp_path / f"pred_{name}.tsv"
+        assert main(["predict", "--model", reference, "--input", str(heldout), "--output", str(target)]) == 0
+        predictions[name] = target.read_text()
+    assert predictions["pkl"] == predictions["registry"] == predictions["uri"]
+    lines = predictions["pkl"].splitlines()
+    assert lines[0] == "protein_id\tmu\tsigma" and len(lines) > 150
+    mu = [float(line.split("\t")[1]) for line in lines[1:]]
+    assert len(set(mu)) > 50  # real per-record predictions, not a constant
+    assert main(["predict", "--model", "no-such-model", "--input", str(heldout), "--output", str(tmp_path / "x.tsv")]) == 1

@@ -8,7 +8,8 @@ import yaml
 from codon_assets.definitions import defs
 from codon_assets_tests.conftest import ROOT
 
-EXPECTED_ASSETS = ["converted_dataset", "converted_rejects", "evo2_features", "raw_tsv"]
+EXPECTED_ASSETS = ["converted_dataset", "converted_rejects", "enhanced_dataset", "evo2_features", "raw_tsv",
+                   "surrogate_model", "surrogate_model_unified"]
 EXPECTED_CHECKS = [
     "converted_dataset:organism_fits_host",
     "converted_dataset:reject_rate",
@@ -19,7 +20,8 @@ EXPECTED_CHECKS = [
     "evo2_features:values_in_range",
 ]
 GROUPS = {"raw_tsv": "ingest", "converted_dataset": "ingest", "converted_rejects": "ingest",
-          "evo2_features": "features"}
+          "evo2_features": "features", "enhanced_dataset": "model", "surrogate_model": "model",
+          "surrogate_model_unified": "model"}
 
 
 def test_asset_keys_snapshot():
@@ -35,7 +37,7 @@ def test_every_asset_is_described_grouped_owned_and_versioned():
         assert spec.group_name == GROUPS[spec.key.to_user_string()], spec.key
         assert spec.owners, spec.key
         assert spec.code_version, spec.key
-        assert spec.partitions_def is not None, spec.key
+        assert (spec.partitions_def is None) == (spec.key.path == ["surrogate_model_unified"]), spec.key
 
 
 def test_lineage_edges():
@@ -43,7 +45,10 @@ def test_lineage_edges():
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
     assert parents == {"raw_tsv": [], "converted_dataset": ["raw_tsv"], "converted_rejects": ["raw_tsv"],
-                       "evo2_features": ["converted_dataset"]}
+                       "evo2_features": ["converted_dataset"],
+                       "enhanced_dataset": ["converted_dataset", "evo2_features"],
+                       "surrogate_model": ["enhanced_dataset", "evo2_features"],
+                       "surrogate_model_unified": ["enhanced_dataset", "evo2_features"]}
 
 
 def test_blocking_checks_are_declared_blocking():

@@ -20,6 +20,10 @@ class InputFiles(dg.ConfigurableResource):
 
     input_dir: str = str(DEFAULT_INPUT_DIR)
     files: dict[str, list[str]] = {}
+    # Measured expression per host: explicit files, else `<alias stem>_measured.tsv|csv` beside the host's
+    # release file (e.g. Sac_measured.tsv next to Sac.tsv).
+    measured: dict[str, str] = {}
+    measured_value_column: str | None = None
 
     def files_for(self, host_key: str) -> list[Path]:
         if host_key in self.files:
@@ -37,3 +41,14 @@ class InputFiles(dg.ConfigurableResource):
 
     def hosts_with_data(self, host_keys: list[str]) -> list[str]:
         return [key for key in host_keys if self.files_for(key)]
+
+    def measured_for(self, host_key: str) -> Path | None:
+        if host_key in self.measured:
+            return Path(self.measured[host_key]).resolve()
+        root = Path(self.input_dir)
+        for alias in get_host(host_key).file_aliases:
+            stem = alias.rsplit(".", 1)[0]
+            for candidate in (root / f"{stem}_measured.tsv", root / f"{stem}_measured.csv"):
+                if candidate.is_file():
+                    return candidate.resolve()
+        return None

@@ -28,11 +28,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     base_dir: str = ""
 
-    def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
+    def _path(self, context: dg.OutputContext | dg.InputContext, partition: str | None = None) -> Path:
         root = Path(self.base_dir) if self.base_dir else storage_root()
-        key_path = context.asset_key.path
-        name = f"{context.asset_partition_key}.parquet" if context.has_asset_partitions else "data.parquet"
-        return root.joinpath(*key_path, name)
+        if partition is None and context.has_asset_partitions:
+            partition = context.asset_partition_key
+        return root.joinpath(*context.asset_key.path, f"{partition}.parquet" if partition else "data.parquet")
 
     def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
         if not isinstance(obj, pa.Table):
@@ -41,7 +41,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         write_parquet_atomic(obj, path)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size})
 
-    def load_input(self, context: dg.InputContext) -> pa.Table:
+    def load_input(self, context: dg.InputContext) -> pa.Table | dict[str, pa.Table]:
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            # A many-partition input (e.g. every host): the partitions that have been materialized.
+            paths = {key: self._path(context, key) for key in context.asset_partition_keys}
+            return {key: pq.read_table(path) for key, path in paths.items() if path.exists()}
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: materialize {context.asset_key.to_user_string()} first")

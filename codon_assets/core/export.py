@@ -111,3 +111,16 @@ def write_json_array(records: Iterator[dict], path: Path) -> int:
     handle.write("\n]\n")
     finish()
     return count
+
+
+def enhanced_records(table: pa.Table, batch_rows: int = 10_000) -> Iterator[dict]:
+    """Enhanced rows in the original `<stem>_enhanced.jsonl` schema (expression with original_value)."""
+    base = converted_records(table, batch_rows)
+    for batch in table.select(["original_value", "measured_value", "enhancement_status"]).to_batches(batch_rows):
+        for extra in batch.to_pylist():
+            record = next(base)
+            record["expression"]["original_value"] = extra["original_value"]
+            if extra["measured_value"] is not None:
+                record["expression"]["measured_value"] = extra["measured_value"]
+            record["extra_features"]["enhancement_status"] = extra["enhancement_status"]
+            yield record

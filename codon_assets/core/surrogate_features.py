@@ -1,0 +1,216 @@
+"""Sequence features for the expression surrogate, computed over whole buffers in record chunks.
+
+``FeatureBuilder.fit`` learns everything that depends on the data (CAI reference weights, the rare-codon
+set) from training records only; ``transform`` then turns any records into the same feature matrix, so
+cross-validation never leaks a test fold into the preprocessing and ``predict`` featurises new sequences
+exactly as in training.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from codon_assets.core.codon_metrics import (
+    CHOICE,
+    bundled_trna_table,
+    geometric_mean_index,
+    read_trna_copy_numbers,
+    relative_adaptiveness,
+    tai_weights,
+)
+from codon_assets.core.genetic_code import (
+    CODON_TO_AA,
+    CODONS,
+    base_codes,
+    codon_codes,
+    record_chunks,
+    string_buffers,
+)
+
+SENSE = np.array([CODON_TO_AA[c] != "*" for c in CODONS])
+GC3_CODON = np.array([c[2] in "GC" for c in CODONS])
+GC_PER_CODON = np.array([sum(b in "GC" for b in c) for c in CODONS])
+WINDOW, STEP, FIVE_PRIME = 60, 30, 48
+RARE_BELOW = 0.2  # relative adaptiveness under which a codon counts as rare for the host
+HOMOPOLYMER_LONG = 6
+EVO2_COLUMNS = ("avg_loglik", "avg_confidence", "std_confidence", "min_confidence", "perplexity", "codon_entropy")
+# Ribosomal-protein genes: the classic highly expressed reference set for CAI (Sharp & Li 1987).
+RIBOSOMAL = re.compile(r"ribosomal protein|\bRP[LS]\d", re.IGNORECASE)
+MIN_REFERENCE = 20
+
+
+def _run_lengths(starts_mask: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs in a concatenated buffer, cut at ``starts_mask`` and at record starts: (run start, length,
+    index of the first run of each record)."""
+    n = len(starts_mask)
+    mask = starts_mask.copy()
+    mask[offsets[:-1][np.diff(offsets) > 0]] = True
+    start = np.flatnonzero(mask)
+    length = np.diff(np.append(start, n))
+    record = np.searchsorted(offsets, start, side="right") - 1
+    first = np.searchsorted(record, np.arange(len(offsets) - 1))
+    return start, length, first
+
+
+def _per_record_max(values: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(first))
+    nonempty = lengths > 0
+    if nonempty.any():
+        out[nonempty] = np.maximum.reduceat(values, first[nonempty])
+    return out
+
+
+def _per_record_sum(values: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(first))
+    nonempty = lengths > 0
+    if nonempty.any():
+        out[nonempty] = np.add.reduceat(values, first[nonempty])
+    return out
+
+
+def _chunk_features(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarray]:
+    data, offsets = string_buffers(sequences)
+    base, acgt = base_codes(data)
+    if not acgt.all():
+        raise ValueError("sequences must be upper-case A/C/G/T only")
+    lengths = np.diff(offsets)
+    n_codons = lengths // 3
+    codes = codon_codes(base, offsets[:-1], n_codons)
+    codon_offsets = np.concatenate([[0], np.cumsum(n_codons)])
+    record = np.repeat(np.arange(len(n_codons)), n_codons)
+    counts = np.bincount(record * 64 + codes, minlength=64 * len(n_codons)).reshape(-1, 64)
+
+    # Homopolymers: runs of one base.
+    change = np.ones(len(base), dtype=bool)
+    change[1:] = base[1:] != base[:-1]
+    _, run_len, first = _run_lengths(change, offsets)
+    longest_homopolymer = _per_record_max(run_len, first, lengths)
+    long_homopolymers = _per_record_sum((run_len >= HOMOPOLYMER_LONG).astype(np.int64), first, lengths)
+
+    # Rare-codon runs: runs of consecutive codons from the host's rare set.
+    is_rare = rare[codes]
+    change = np.ones(len(codes), dtype=bool)
+    change[1:] = is_rare[1:] != is_rare[:-1]
+    start, run_len, first = _run_lengths(change, codon_offsets)
+    rare_run = np.where(is_rare[start], run_len, 0)
+    longest_rare_run = _per_record_max(rare_run, first, n_codons)
+    rare_runs = _per_record_sum((rare_run >= 2).astype(np.int64), first, n_codons)
+
+    # GC in sliding windows (WINDOW nt, every STEP nt; a shorter CDS is one window) and in the 5' end, a
+    # proxy for the stability of 5' mRNA structure around the start codon.
+    gc_cum = np.concatenate([[0], np.cumsum((data == ord("G")) | (data == ord("C")), dtype=np.int32)])
+    n_windows = np.where(lengths >= WINDOW, (lengths - WINDOW) // STEP + 1, 1)
+    win_record = np.repeat(np.arange(len(lengths)), n_windows)
+    win_index = np.arange(len(win_record)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    win_start = offsets[:-1][win_record] + STEP * win_index
+    win_len = np.minimum(WINDOW, lengths[win_record])
+    win_gc = (gc_cum[win_start + win_len] - gc_cum[win_start]) / np.maximum(win_len, 1)
+    first_window = np.cumsum(n_windows) - n_windows
+    win_mean = np.add.reduceat(win_gc, first_window) / n_windows
+    win_sq = np.add.reduceat(win_gc * win_gc, first_window) / n_windows
+    five_len = np.minimum(FIVE_PRIME, lengths)
+    five_gc = (gc_cum[offsets[:-1] + five_len] - gc_cum[offsets[:-1]]) / np.maximum(five_len, 1)
+    return {
+        "counts": counts,
+        "longest_homopolymer": longest_homopolymer,
+        "homopolymers_ge6": long_homopolymers,
+        "longest_rare_codon_run": longest_rare_run,
+        "rare_codon_runs": rare_runs,
+        "gc_window_mean": win_mean,
+        "gc_window_std": np.sqrt(np.maximum(win_sq - win_mean**2, 0.0)),
+        "gc_window_min": np.minimum.reduceat(win_gc, first_window),
+        "gc_window_max": np.maximum.reduceat(win_gc, first_window),
+        "gc_5prime": five_gc,
+    }
+
+
+def sequence_features(sequences: pa.Array, rare: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-record sequence features (and the (n, 64) codon counts under ``counts``), chunk by chunk."""
+    rare = np.zeros(64, dtype=bool) if rare is None else rare
+    lengths = np.diff(string_buffers(sequences)[1])
+    parts = [_chunk_features(sequences[c], rare) for c in record_chunks(lengths)]
+    if not parts:
+        return {"counts": np.zeros((0, 64), dtype=np.int64)}
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+@dataclass
+class FeatureBuilder:
+    """Data-dependent feature settings, fitted on training records only."""
+
+    cai_weights: np.ndarray  # (64,) relative adaptiveness, NaN where there is no choice
+    tai_weights: np.ndarray | None  # (64,) or None for hosts without a tRNA table
+    cai_reference: str  # which records defined the CAI weights
+
+    @classmethod
+    def fit(cls, counts: np.ndarray, host_key: str, label: np.ndarray | None = None,
+            protein_names: list[str] | None = None, gene_names: list[str] | None = None) -> FeatureBuilder:
+        """CAI reference: the top decile by measured label when labels are given; else ribosomal-protein
+        genes (by name) when there are at least MIN_REFERENCE; else all records."""
+        if label is not None and np.isfinite(label).sum() >= 10 * MIN_REFERENCE // 2:
+            finite = np.isfinite(label)
+            top = finite & (label >= np.quantile(label[finite], 0.9))
+            reference, description = counts[top].sum(axis=0), f"top decile by measured label ({int(top.sum())} records)"
+        else:
+            names = [f"{p or ''} {g or ''}" for p, g in zip(protein_names or [], gene_names or [])]
+            ribosomal = np.array([bool(RIBOSOMAL.search(n)) for n in names], dtype=bool)
+            if ribosomal.sum() >= MIN_REFERENCE:
+                reference, description = counts[ribosomal].sum(axis=0), f"ribosomal-protein genes ({int(ribosomal.sum())})"
+            else:
+                reference, description = counts.sum(axis=0), f"all records ({len(counts)})"
+        trna = bundled_trna_table(host_key)
+        tai = tai_weights(read_trna_copy_numbers(trna)) if trna is not None else None
+        return cls(relative_adaptiveness(reference), tai, description)
+
+    @property
+    def rare_codons(self) -> np.ndarray:
+        return np.nan_to_num(self.cai_weights, nan=1.0) < RARE_BELOW
+
+    @property
+    def names(self) -> list[str]:
+        return (
+            [f"freq_{c}" for c, sense in zip(CODONS, SENSE) if sense]
+            + ["length_nt", "gc", "gc3", "gc_window_mean", "gc_window_std", "gc_window_min", "gc_window_max",
+               "gc_5prime", "cai", "tai", "longest_rare_codon_run", "rare_codon_runs", "rare_codon_fraction",
+               "longest_homopolymer", "homopolymers_ge6"]
+            + list(EVO2_COLUMNS)
+        )
+
+    def transform(self, sequences: pa.Array, evo2: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, len(names)) float matrix; NaN marks a missing value (tAI without a tRNA table, errored
+        language-model features), which LightGBM handles natively."""
+        f = sequence_features(sequences, self.rare_codons)
+        counts = f["counts"].astype(np.float64)
+        sense = counts[:, SENSE].sum(axis=1)
+        freq = counts[:, SENSE] / np.maximum(sense, 1)[:, None]
+        length = counts.sum(axis=1) * 3
+        gc = counts @ GC_PER_CODON / np.maximum(length, 1)
+        gc3 = counts[:, SENSE] @ GC3_CODON[SENSE] / np.maximum(sense, 1)
+        cai = geometric_mean_index(counts, self.cai_weights)
+        tai = (geometric_mean_index(counts, self.tai_weights) if self.tai_weights is not None
+               else np.full(len(counts), np.nan))
+        rare_fraction = counts[:, self.rare_codons & CHOICE].sum(axis=1) / np.maximum(counts[:, CHOICE].sum(axis=1), 1)
+        columns = [freq, length, gc, gc3, f["gc_window_mean"], f["gc_window_std"], f["gc_window_min"],
+                   f["gc_window_max"], f["gc_5prime"], cai, tai, f["longest_rare_codon_run"], f["rare_codon_runs"],
+                   rare_fraction, f["longest_homopolymer"], f["homopolymers_ge6"]]
+        columns += [np.asarray(evo2[name], dtype=np.float64) for name in EVO2_COLUMNS]
+        return np.column_stack([c if c.ndim == 2 else c[:, None] for c in columns]).astype(np.float64)
+
+    def to_dict(self) -> dict:
+        return {
+            "cai_weights": [None if not np.isfinite(w) else float(w) for w in self.cai_weights],
+            "tai_weights": None if self.tai_weights is None else
+            [None if not np.isfinite(w) else float(w) for w in self.tai_weights],
+            "cai_reference": self.cai_reference,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureBuilder:
+        def arr(values):
+            return None if values is None else np.array([np.nan if v is None else v for v in values], dtype=float)
+
+        return cls(arr(d["cai_weights"]), arr(d["tai_weights"]), d["cai_reference"])
