@@ -63,7 +63,99 @@ def converted(path: Path) -> pa.Table:
     return pq.read_table(cached)
 
 
-STAGES = {"convert": stage_convert, "features": stage_features}
+def featured(path: Path) -> tuple[pa.Table, pa.Table]:
+    """Converted records (full) and their Markov features, cached beside the generated table."""
+    converted_file, features_file = path.with_suffix(".valid.parquet"), path.with_suffix(".features.parquet")
+    if not features_file.exists():
+        result = convert_files([read_release_table(path)], get_host(HOST), ConversionSettings())
+        model = MarkovCdsModel.train(result.valid["sequence"].combine_chunks(), result.valid["seq_sha256"].to_pylist())
+        table, _ = extract_features(result.valid, MarkovBatchScorer(model, workers=os.cpu_count() or 1))
+        pq.write_table(result.valid, converted_file)
+        pq.write_table(table, features_file)
+    return pq.read_table(converted_file), pq.read_table(features_file)
+
+
+def stage_enhance(path: Path) -> tuple[int, float]:
+    """Library call: join records and features by id and enhance (what `enhanced_dataset` does)."""
+    from codon_assets.surrogate import build_enhanced
+
+    valid, features = featured(path)
+    started = time.perf_counter()
+    table, _ = build_enhanced(valid, features, "model_enhanced", None, None)
+    return table.num_rows, time.perf_counter() - started
+
+
+def stage_train(path: Path) -> tuple[int, float]:
+    """Library call: grouped 5-fold CV with baselines, then the final refit (what `surrogate_model` does,
+    without MLflow)."""
+    import numpy as np
+
+    from codon_assets.core.surrogate import cross_validate, fit_surrogate, training_set
+    from codon_assets.surrogate import build_enhanced
+
+    valid, features = featured(path)
+    enhanced, _ = build_enhanced(valid, features, "model_enhanced", None, None)
+    started = time.perf_counter()
+    data = training_set(enhanced)
+    cross_validate(data, "markov")
+    fit_surrogate(data, np.arange(len(data.target)), "markov")
+    return len(data.target), time.perf_counter() - started
+
+
+def stage_graph(path: Path) -> tuple[int, float]:
+    """The whole graph for one partition through Dagster: `codon-assets run --train-surrogate` on a fresh
+    instance (conversion -> features -> enhancement -> surrogate with MLflow)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "DAGSTER_HOME": home}
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "codon_assets.cli", "run", "--input", str(path), "--host", HOST,
+                        "--output-dir", str(Path(home) / "out"), "--train-surrogate"],
+                       check=True, env=env, cwd=ROOT, capture_output=True)
+        seconds = time.perf_counter() - started
+        results = json.loads((Path(home) / "out" / "pipeline_results.json").read_text())
+    return results["steps"]["convert"]["rows_read"], seconds
+
+
+def stage_baseline_convert(path: Path) -> tuple[int, float]:
+    """BASELINE (the original tool's approach): csv.DictReader row by row, JSONL out."""
+    import tempfile
+
+    from bench.baseline_original import convert_rows
+
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        rows, _ = convert_rows(path, Path(folder) / "out.jsonl")
+        return rows, time.perf_counter() - started
+
+
+def stage_baseline_features(path: Path) -> tuple[int, float]:
+    """BASELINE (the original tool's approach): per-record, per-base Python loop, JSON with per-base lists."""
+    import tempfile
+
+    from bench.baseline_original import convert_rows, features_per_record
+
+    valid, _ = featured(path)
+    model = MarkovCdsModel.train(valid["sequence"].combine_chunks(), valid["seq_sha256"].to_pylist())
+    with tempfile.TemporaryDirectory() as folder:
+        jsonl = Path(folder) / "in.jsonl"
+        convert_rows(path, jsonl)
+        started = time.perf_counter()
+        n = features_per_record(jsonl, Path(folder) / "features.json", model)
+        return n, time.perf_counter() - started
+
+
+STAGES = {
+    "convert": stage_convert,
+    "features": stage_features,
+    "enhance": stage_enhance,
+    "train": stage_train,
+    "graph": stage_graph,
+    "baseline_convert": stage_baseline_convert,
+    "baseline_features": stage_baseline_features,
+}
+BASELINE_OF = {"convert": "baseline_convert", "features": "baseline_features"}
 
 
 def measure(stage: str, path: Path) -> dict:
@@ -92,6 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 52000])
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    parser.add_argument("--baseline-max", type=int, default=52_000,
+                        help="skip the (slow) original-approach baselines above this size")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -99,6 +193,8 @@ def main() -> None:
     for size in args.sizes:
         path = dataset(size)
         for stage in args.stages:
+            if stage.startswith("baseline") and size > args.baseline_max:
+                continue
             runs = [measure(stage, path) for _ in range(args.repeats)]
             seconds = [r["seconds"] for r in runs]
             records = runs[0]["records"]
@@ -111,6 +207,12 @@ def main() -> None:
             r = rows[-1]
             print(f"{stage:>10} {size:>8} rows  {r['seconds_min']:8.3f} s min  {r['seconds_median']:8.3f} s median  "
                   f"{r['records_per_s_median']:>10,.0f} rec/s median  {r['peak_rss_mib']:8.0f} MiB peak", flush=True)
+    by_key = {(r["stage"], r["size"]): r for r in rows}
+    for (stage, size), row in by_key.items():
+        baseline = by_key.get((BASELINE_OF.get(stage), size))
+        if baseline:
+            row["speedup_vs_original"] = baseline["seconds_median"] / row["seconds_median"]
+            print(f"speed-up over the original approach, {stage} at {size} rows: {row['speedup_vs_original']:.1f}x")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"host": HOST, "repeats": args.repeats, "results": rows}, indent=2))

@@ -41,7 +41,7 @@ def resolve_host(path: Path, host: str | None) -> str:
         if host not in HOSTS_BY_KEY:
             raise CliError(f"unknown host {host!r}; choose one of {', '.join(HOSTS_BY_KEY)}", code=2)
         return host
-    found = host_for_filename(path.name) or HOSTS_BY_KEY.get(path.parent.name)
+    found = host_for_filename(path.name) or HOSTS_BY_KEY.get(path.stem) or HOSTS_BY_KEY.get(path.parent.name)
     if found is None:
         from codon_assets.core.hosts import HOSTS
 
@@ -52,6 +52,7 @@ def resolve_host(path: Path, host: str | None) -> str:
 
 INGEST_AND_FEATURES = ["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features"]
 MODEL = ["enhanced_dataset", "surrogate_model"]
+DESIGN = ["codon_designs"]
 
 
 def materialize_partition(host: str | None, selection: list[str], files: list[Path] | None = None,
@@ -275,19 +276,23 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     home = ensure_instance_home()
     finder = build_resources()["input_files"]
-    hosts = args.host or finder.hosts_with_data(host_partitions.get_partition_keys())
+    with_data = finder.hosts_with_data(host_partitions.get_partition_keys())
+    hosts = args.host or with_data
     if not hosts:
         raise CliError(f"no host has input in {finder.input_dir}")
-    skipped = [h for h in host_partitions.get_partition_keys() if h not in hosts]
+    skipped = [h for h in host_partitions.get_partition_keys() if h not in with_data]
     failed = []
     for host in hosts:
-        result, _ = materialize_partition(host, INGEST_AND_FEATURES + MODEL)
+        result, _ = materialize_partition(host, INGEST_AND_FEATURES + MODEL + DESIGN)
         if result.success:
             meta = _materializations(result)
+            designs = meta["codon_designs"]["summary"]
             print(f"[{host}] materialized: {meta['converted_dataset']['valid']} valid, "
                   f"{meta['converted_dataset']['rejected']} rejected, {meta['evo2_features']['success']} scored, "
                   f"surrogate {meta['surrogate_model']['model_uri']} (held-out Spearman "
-                  f"{meta['surrogate_model']['cv_spearman']:.3f}, {meta['surrogate_model']['label_source']} labels)")
+                  f"{meta['surrogate_model']['cv_spearman']:.3f}, {meta['surrogate_model']['label_source']} labels), "
+                  f"{designs['n_proteins']} designs (mean reward gain over preferred codons "
+                  f"{designs['mean_reward_gain_over_preferred']:+.3f})")
         else:
             failed.append(host)
             print(f"[{host}] FAILED: {_failure_message(result)}", file=sys.stderr)
@@ -381,6 +386,110 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def lineage_chain(asset: str, host: str | None) -> list[dict]:
+    """The asset and everything upstream of it, each with its latest materialization for the partition."""
+    import dagster as dg
+
+    from codon_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    key = dg.AssetKey.from_user_string(asset)
+    if key not in graph.get_all_asset_keys():
+        names = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
+        raise CliError(f"unknown asset {asset!r}; assets: {names}", code=2)
+    order, queue = [], [key]
+    while queue:
+        current = queue.pop(0)
+        if current not in order:
+            order.append(current)
+            queue.extend(sorted(graph.get(current).parent_keys, key=lambda k: k.to_user_string()))
+    chain = []
+    with dg.DagsterInstance.get() as instance:
+        for current in order:
+            node = graph.get(current)
+            if node.partitions_def is None:
+                partitions = [None]
+            elif host is not None:
+                partitions = [host]
+            else:  # an unpartitioned model over partitioned inputs: every host it could have read
+                partitions = sorted(instance.get_materialized_partitions(current)) or [None]
+            for partition in partitions:
+                chain.append(_lineage_entry(instance, current, node, partition))
+    return chain
+
+
+def _lineage_entry(instance, key, node, partition: str | None) -> dict:
+    import dagster as dg
+
+    if partition is None:
+        event = instance.get_latest_materialization_event(key)
+    else:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+        event = records[0].event_log_entry if records else None
+    entry: dict = {"asset": key.to_user_string(), "partition": partition,
+                   "upstream": sorted(k.to_user_string() for k in node.parent_keys),
+                   "code_version_defined": node.code_version}
+    if event is None:
+        return entry | {"materialized": False}
+    materialization = event.asset_materialization
+    tags = materialization.tags or {}
+    entry |= {"materialized": True, "run_id": event.run_id, "timestamp": event.timestamp,
+              "data_version": tags.get("dagster/data_version"), "code_version": tags.get("dagster/code_version")}
+    for name in ("mlflow_run_id", "model_uri", "registered_model", "registered_version"):
+        if name in materialization.metadata:
+            entry[name] = materialization.metadata[name].value
+    return entry
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    import json
+
+    ensure_instance_home()
+    chain = lineage_chain(args.asset, args.host)
+    if args.json:
+        print(json.dumps(chain, indent=2, default=str))
+        return 0
+    for entry in chain:
+        where = f"{entry['asset']}[{entry['partition']}]" if entry["partition"] else entry["asset"]
+        if not entry["materialized"]:
+            print(f"{where}: not materialized")
+            continue
+        line = (f"{where}: data version {entry['data_version']}, code version {entry['code_version']}, "
+                f"run {entry['run_id']}")
+        if "mlflow_run_id" in entry:
+            line += f"\n    MLflow run {entry['mlflow_run_id']}, model {entry['model_uri']}"
+        print(line + (f"\n    <- {', '.join(entry['upstream'])}" if entry["upstream"] else ""))
+    return 0
+
+
+def cmd_design(args: argparse.Namespace) -> int:
+    """Design CDS for target proteins against a surrogate, outside Dagster (the asset does the same)."""
+    from codon_assets.core.export import atomic_text_writer
+    from codon_assets.core.proteins import read_proteins
+    from codon_assets.design import DesignConfig, designs_table, run_design
+
+    ensure_instance_home()
+    model = load_surrogate(args.model)
+    host = resolve_host(Path(args.input), args.host)
+    if host not in model.host_profiles or host not in model.markov_models:
+        raise CliError(f"the model has no profile for {host} (trained for {', '.join(model.hosts)})", code=2)
+    proteins, rejects = read_proteins(args.input)
+    if not proteins:
+        raise CliError(f"{args.input}: no usable protein ({len(rejects)} rejected)")
+    config = DesignConfig(steps=args.steps, group=args.group, seed=args.seed)
+    designs, summary = run_design(model, host, proteins, config)
+    handle, finish = atomic_text_writer(Path(args.output))
+    designs_table(designs).to_pandas().to_csv(handle, sep="\t", index=False)
+    finish()
+    for reject in rejects:
+        print(f"rejected {reject.protein_id or '?'} ({reject.source}): {reject.reason} {reject.detail}", file=sys.stderr)
+    print(f"[{host}] {len(designs)} designs -> {args.output}; feasible {summary['n_feasible']}/{len(designs)}; "
+          f"mean reward gain over preferred codons {summary['mean_reward_gain_over_preferred']:+.3f}, "
+          f"over random synonyms {summary['mean_reward_gain_over_random']:+.3f}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codon-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -404,6 +513,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="TSV with protein_id, mu, sigma")
     predict.add_argument("--host", help="host (default: the model's host, or from the file name)")
     predict.set_defaults(func=cmd_predict)
+
+    design = sub.add_parser("design", help="design host-specific CDS for proteins against a surrogate")
+    design.add_argument("--host", help="host (default: from the file name, e.g. S_cerevisiae.fasta)")
+    design.add_argument("--input", required=True, help="proteins: FASTA, or TSV with an id and a protein column")
+    design.add_argument("--model", required=True, help="registered name[/version], models:/ URI, folder or .pkl")
+    design.add_argument("--output", required=True, help="designs TSV")
+    design.add_argument("--steps", type=int, default=40)
+    design.add_argument("--group", type=int, default=16)
+    design.add_argument("--seed", type=int, default=0)
+    design.set_defaults(func=cmd_design)
+
+    lineage = sub.add_parser("lineage", help="an asset's upstream chain with data versions, code versions, runs")
+    lineage.add_argument("--asset", required=True, help="e.g. surrogate_model")
+    lineage.add_argument("--host", help="host partition (for partitioned assets)")
+    lineage.add_argument("--json", action="store_true", help="print JSON")
+    lineage.set_defaults(func=cmd_lineage)
 
     mat = sub.add_parser("materialize", help="materialize all assets for hosts with input in CODON_INPUT_DIR")
     mat.add_argument("--host", action="append", help="only this host (repeatable)")

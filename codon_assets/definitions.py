@@ -6,16 +6,20 @@ import os
 
 import dagster as dg
 
+from codon_assets.design import codon_designs
 from codon_assets.features import evo2_features
 from codon_assets.ingest import converted_dataset, raw_tsv
+from codon_assets.jobs import ALL_JOBS
+from codon_assets.schedules import ALL_SCHEDULES
+from codon_assets.sensors import ALL_SENSORS
 from codon_assets.surrogate import enhanced_dataset, surrogate_model, surrogate_model_unified
 from resources import InputFiles, ParquetIOManager
 from resources.evo2 import Evo2Resource
 from resources.mlflow_tracking import MlflowTracking
-from resources.paths import DEFAULT_INPUT_DIR
+from resources.paths import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR
 
-ALL_ASSETS = [raw_tsv, converted_dataset, evo2_features, enhanced_dataset, surrogate_model, surrogate_model_unified]
-HOST_ASSETS = [raw_tsv, converted_dataset, evo2_features, enhanced_dataset, surrogate_model]
+ALL_ASSETS = [raw_tsv, converted_dataset, evo2_features, enhanced_dataset, surrogate_model, surrogate_model_unified,
+              codon_designs]
 
 
 def evo2_from_env(backend: str | None = None) -> Evo2Resource:
@@ -36,11 +40,18 @@ def evo2_from_env(backend: str | None = None) -> Evo2Resource:
 def build_resources(evo2_backend: str | None = None) -> dict:
     """Resources for the current environment (CODON_INPUT_DIR, CODON_STORAGE_DIR, DAGSTER_HOME, CODON_EVO2_*)."""
     return {
-        "input_files": InputFiles(input_dir=os.environ.get("CODON_INPUT_DIR", str(DEFAULT_INPUT_DIR))),
+        "input_files": InputFiles(input_dir=os.environ.get("CODON_INPUT_DIR", str(DEFAULT_INPUT_DIR)),
+                                  proteins_dir=os.environ.get("CODON_PROTEINS_DIR", str(DEFAULT_PROTEINS_DIR))),
         "io_manager": ParquetIOManager(),
         "evo2": evo2_from_env(evo2_backend),
         "mlflow_tracking": MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "")),
     }
 
 
-defs = dg.Definitions(assets=ALL_ASSETS, resources=build_resources())
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=ALL_JOBS,
+    schedules=ALL_SCHEDULES,
+    sensors=ALL_SENSORS,
+    resources=build_resources(),
+)

@@ -56,7 +56,7 @@ def raw_tsv(context: dg.AssetExecutionContext, input_files: InputFiles) -> dg.Ou
         table,
         data_version=dg.DataVersion(version),
         metadata={
-            "files": dg.MetadataValue.md(markdown_table(files)),
+            "files": dg.MetadataValue.md(markdown_table(files, max_chars=None)),
             "bytes": sum(f["bytes"] for f in files),
             "rows": sum(f["rows"] for f in files),
             "content_hash": version,

@@ -11,18 +11,20 @@ PREVIEW_ROWS = 5
 PREVIEW_CHARS = 40
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, max_chars: int | None) -> str:
     text = "" if value is None else str(value)
     text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+    return text if max_chars is None or len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None,
+                   max_chars: int | None = PREVIEW_CHARS) -> str:
+    """A markdown table; cells longer than ``max_chars`` (None: no limit) are cut with an ellipsis."""
     if not rows:
         return "_none_"
     columns = columns or list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(row.get(c), max_chars) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 

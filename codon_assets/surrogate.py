@@ -34,6 +34,17 @@ from resources.inputs import InputFiles
 from resources.mlflow_tracking import PYFUNC_CODE, MlflowTracking, pyfunc_signature
 from resources.paths import storage_root
 
+# The model stage follows its inputs: whenever a host's features (or its enhanced dataset) are updated and
+# their blocking checks passed, the next stage is requested.
+FOLLOWS_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+# The unified model follows any host's update once no host run is in progress; hosts without data (never
+# materialized) do not hold it back, and nothing is requested before some host has data.
+FOLLOWS_HOSTS = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after host updates")
+
 FEATURE_COLUMNS = ("avg_confidence", "max_confidence", "min_confidence", "std_confidence", "avg_loglik",
                    "perplexity", "gc_content", "codon_entropy", "scored_bases")
 
@@ -110,6 +121,7 @@ def delta_summary(table: pa.Table) -> dict:
     kinds={"parquet"},
     owners=OWNERS,
     ins={"converted_dataset": dg.AssetIn(), "evo2_features": dg.AssetIn()},
+    automation_condition=FOLLOWS_UPSTREAM,
     description=(
         "Converted records joined (by protein_id) to their features, with the metadata estimate adjusted by "
         "sequence-model evidence (bounded to +-25 %, documented weights), the original value kept, and "
@@ -248,6 +260,7 @@ def train_and_track(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
     kinds={"lightgbm", "mlflow"},
     owners=OWNERS,
     ins={"enhanced_dataset": dg.AssetIn(), "evo2_features": dg.AssetIn()},
+    automation_condition=FOLLOWS_UPSTREAM,
     description=(
         "Per-host LightGBM quantile surrogate (mu at alpha 0.5, sigma = q0.84 - mu) on measured log10 "
         "expression where available, else the enhanced estimate; grouped 5-fold CV with CAI and ridge "
@@ -272,6 +285,7 @@ def surrogate_model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
         "enhanced_dataset": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
         "evo2_features": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
     },
+    automation_condition=FOLLOWS_HOSTS,
     description=(
         "One surrogate over every host with an enhanced dataset (host as a categorical feature, CAI and tAI "
         "fitted per host), tracked and registered like the per-host models as codon-surrogate-unified."

@@ -16,7 +16,7 @@ def run_cli(*args, env_home=None):
     """The installed entry point in a subprocess, as a user would run it."""
     env = {**os.environ, "DAGSTER_HOME": str(env_home)} if env_home else dict(os.environ)
     return subprocess.run([sys.executable, "-m", "codon_assets.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=300)
+                          text=True, cwd=ROOT, env=env, timeout=900)
 
 
 def test_run_writes_jsonl_and_results_and_shows_in_the_instance(dagster_home, tmp_path, capsys):
@@ -93,9 +93,10 @@ def test_bad_inputs_give_one_line_and_an_exit_code(tmp_path):
 
 @pytest.mark.integration
 def test_materialize_command_reports_hosts(tmp_path):
-    proc = run_cli("materialize", env_home=tmp_path / "home")
+    proc = run_cli("materialize", "--host", "P_pastoris", env_home=tmp_path / "home")
     assert proc.returncode == 0, proc.stderr
-    assert "[S_cerevisiae] materialized" in proc.stdout and "[P_pastoris] materialized" in proc.stdout
+    assert "[P_pastoris] materialized" in proc.stdout and "models:/codon-surrogate-P_pastoris/1" in proc.stdout
+    assert "[unified] surrogate models:/codon-surrogate-unified/1" in proc.stdout
     assert "hosts without input data (not materialized): E_coli, Human, Mouse" in proc.stdout
     assert (tmp_path / "home" / "codon_assets" / "converted_dataset" / "P_pastoris.parquet").exists()
 

@@ -8,8 +8,8 @@ import yaml
 from codon_assets.definitions import defs
 from codon_assets_tests.conftest import ROOT
 
-EXPECTED_ASSETS = ["converted_dataset", "converted_rejects", "enhanced_dataset", "evo2_features", "raw_tsv",
-                   "surrogate_model", "surrogate_model_unified"]
+EXPECTED_ASSETS = ["codon_designs", "converted_dataset", "converted_rejects", "enhanced_dataset", "evo2_features",
+                   "raw_tsv", "surrogate_model", "surrogate_model_unified"]
 EXPECTED_CHECKS = [
     "converted_dataset:organism_fits_host",
     "converted_dataset:reject_rate",
@@ -21,7 +21,7 @@ EXPECTED_CHECKS = [
 ]
 GROUPS = {"raw_tsv": "ingest", "converted_dataset": "ingest", "converted_rejects": "ingest",
           "evo2_features": "features", "enhanced_dataset": "model", "surrogate_model": "model",
-          "surrogate_model_unified": "model"}
+          "surrogate_model_unified": "model", "codon_designs": "design"}
 
 
 def test_asset_keys_snapshot():
@@ -48,7 +48,8 @@ def test_lineage_edges():
                        "evo2_features": ["converted_dataset"],
                        "enhanced_dataset": ["converted_dataset", "evo2_features"],
                        "surrogate_model": ["enhanced_dataset", "evo2_features"],
-                       "surrogate_model_unified": ["enhanced_dataset", "evo2_features"]}
+                       "surrogate_model_unified": ["enhanced_dataset", "evo2_features"],
+                       "codon_designs": ["surrogate_model"]}
 
 
 def test_blocking_checks_are_declared_blocking():
@@ -84,3 +85,22 @@ def test_workspace_loads_in_a_fresh_interpreter():
     code = f"import {module} as d; print(len(list(d.defs.resolve_all_asset_specs())))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(len(EXPECTED_ASSETS))
+
+
+def test_jobs_schedules_and_sensors():
+    assert {j.name for j in defs.jobs if not j.name.startswith("__")} >= {
+        "ingest_job", "features_job", "model_job", "host_graph_job", "unified_model_job", "evo2_gpu_job", "design_job"}
+    assert [s.name for s in defs.schedules] == ["weekly_host_refresh"]
+    assert [s.name for s in defs.sensors] == ["inbox_sensor"]
+
+
+def test_definitions_load_under_each_profile():
+    """The same code location under the local and the docker profile: only the GPU job's executor changes."""
+    code = ("from codon_assets.definitions import defs; "
+            "print(defs.resolve_job_def('evo2_gpu_job').executor_def.name)")
+    executors = {}
+    for profile, extra in [("local", {}), ("docker", {"CODON_EVO2_IMAGE": "codon-assets-evo2:test", "CODON_DOCKER_GPU": "0"})]:
+        env = {**__import__("os").environ, "CODON_DEPLOYMENT": profile, **extra}
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        executors[profile] = out.stdout.strip().splitlines()[-1]
+    assert executors == {"local": "in_process", "docker": "evo2_docker_executor"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from codon_assets.core.hosts import get_host
-from resources.paths import DEFAULT_INPUT_DIR
+from resources.paths import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR
 
 
 class InputFiles(dg.ConfigurableResource):
@@ -24,6 +24,9 @@ class InputFiles(dg.ConfigurableResource):
     # release file (e.g. Sac_measured.tsv next to Sac.tsv).
     measured: dict[str, str] = {}
     measured_value_column: str | None = None
+    # Target proteins for codon design: `<proteins_dir>/<host>.fasta|.fa|.tsv`, or explicit files.
+    proteins_dir: str = str(DEFAULT_PROTEINS_DIR)
+    proteins: dict[str, str] = {}
 
     def files_for(self, host_key: str) -> list[Path]:
         if host_key in self.files:
@@ -51,4 +54,13 @@ class InputFiles(dg.ConfigurableResource):
             for candidate in (root / f"{stem}_measured.tsv", root / f"{stem}_measured.csv"):
                 if candidate.is_file():
                     return candidate.resolve()
+        return None
+
+    def proteins_for(self, host_key: str) -> Path | None:
+        if host_key in self.proteins:
+            return Path(self.proteins[host_key]).resolve()
+        for suffix in (".fasta", ".fa", ".tsv"):
+            candidate = Path(self.proteins_dir) / f"{host_key}{suffix}"
+            if candidate.is_file():
+                return candidate.resolve()
         return None

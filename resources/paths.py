@@ -7,6 +7,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INPUT_DIR = PROJECT_ROOT / "examples" / "data"
+DEFAULT_PROTEINS_DIR = PROJECT_ROOT / "examples" / "proteins"
 
 
 def dagster_home() -> Path:

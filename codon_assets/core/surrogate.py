@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.sequence_stats import codon_counts, codon_entropy
-from codon_assets.core.surrogate_features import EVO2_COLUMNS, SENSE, FeatureBuilder, sequence_features
+from codon_assets.core.surrogate_features import EVO2_COLUMNS, GC_PER_CODON, SENSE, FeatureBuilder, sequence_features
 
 ALPHA_MU, ALPHA_HI = 0.5, 0.84
 LGB_PARAMS = {
@@ -83,6 +83,9 @@ class SurrogateModel:
     # Quantile boosters under-cover out of sample; sigma is scaled so that held-out |y - mu| <= sigma for
     # 68.3 % of cross-validation records (fitted on out-of-fold predictions only).
     sigma_scale: float = 1.0
+    # Per host: summed codon counts of the training CDS and their 5th-95th percentile GC window, so codon
+    # design starts from (and is constrained by) the same host profile the model was trained on.
+    host_profiles: dict[str, dict] = field(default_factory=dict)
 
     def matrix(self, sequences: pa.Array, evo2: dict[str, np.ndarray], host: np.ndarray) -> np.ndarray:
         """Features of records exactly as in training (each host with its own fitted builder)."""
@@ -122,6 +125,7 @@ class SurrogateModel:
             (folder / f"markov_{key}.npz").write_bytes(model.to_bytes())
         settings = {"hosts": self.hosts, "feature_names": self.feature_names, "backend": self.backend,
                     "label_source": self.label_source, "metrics": self.metrics, "sigma_scale": self.sigma_scale,
+                    "host_profiles": self.host_profiles,
                     "builders": {k: b.to_dict() for k, b in self.builders.items()},
                     "alphas": [ALPHA_MU, ALPHA_HI]}
         (folder / "surrogate.json").write_text(json.dumps(settings, indent=1))
@@ -136,7 +140,7 @@ class SurrogateModel:
         return cls(settings["hosts"], {k: FeatureBuilder.from_dict(v) for k, v in settings["builders"].items()},
                    settings["feature_names"], lgb.Booster(model_file=str(folder / "mu.txt")),
                    lgb.Booster(model_file=str(folder / "hi.txt")), settings["backend"], markov,
-                   settings["label_source"], settings["metrics"], settings["sigma_scale"])
+                   settings["label_source"], settings["metrics"], settings["sigma_scale"], settings["host_profiles"])
 
 
 def _fit_builders(data: TrainingSet, rows: np.ndarray) -> dict[str, FeatureBuilder]:
@@ -169,6 +173,12 @@ def fit_surrogate(data: TrainingSet, rows: np.ndarray, backend: str, seed: int =
     evo2 = {k: v[rows] for k, v in data.evo2.items()}
     x = model.matrix(data.sequences.take(pa.array(rows)), evo2, data.host[rows])
     model.mu, model.hi = _fit_boosters(x, data.target[rows], [len(names) - 1] if len(hosts) > 1 else [], seed)
+    counts = sequence_features(data.sequences.take(pa.array(rows)))["counts"]
+    gc = counts @ GC_PER_CODON / np.maximum(3 * counts.sum(axis=1), 1)
+    for key in hosts:
+        mine = data.host[rows] == key
+        model.host_profiles[key] = {"codon_counts": counts[mine].sum(axis=0).tolist(),
+                                    "gc_window": [float(np.percentile(gc[mine], 5)), float(np.percentile(gc[mine], 95))]}
     return model
 
 
