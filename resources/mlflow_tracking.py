@@ -53,8 +53,14 @@ class MlflowTracking(dg.ConfigurableResource):
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
             return found.experiment_id
-        root = Path(self.artifact_root) if self.artifact_root else dagster_home() / "mlflow" / "artifacts"
-        location = None if self.tracking_uri and not self.artifact_root else (root / experiment).resolve().as_uri()
+        uri = self.uri()
+        if self.artifact_root:
+            location = (Path(self.artifact_root) / experiment).resolve().as_uri()
+        elif uri.startswith("sqlite:///"):
+            # Beside the database, never MLflow's default ./mlruns in whatever directory the process runs.
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / experiment).resolve().as_uri()
+        else:
+            location = None  # a tracking server decides where its artifacts live
         return mlflow.create_experiment(experiment, artifact_location=location)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
