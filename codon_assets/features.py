@@ -36,6 +36,9 @@ class FeatureCheckConfig(dg.Config):
     owners=OWNERS,
     pool="gpu",
     tags={"compute": "gpu"},
+    # A lost GPU worker or a flaky endpoint is worth two more tries, a minute apart and then two; scores
+    # already cached are not recomputed on retry.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL),
     ins={"converted_dataset": dg.AssetIn()},
     description=(
         "Per-record DNA language-model features of the converted CDS: statistics of the probability the "
