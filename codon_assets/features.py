@@ -81,6 +81,7 @@ def evo2_features(context: dg.AssetExecutionContext, config: FeatureCheckConfig,
             f"max_error_rate {evo2.max_error_rate:.1%}); most common causes: "
             + "; ".join(f"{m} (x{c})" for m, c in worst),
             metadata={"error": summary.error, "records": summary.records},
+            allow_retries=False,  # the records that failed would fail again: report, do not retry
         )
 
     loglik = table["avg_loglik"].to_numpy(zero_copy_only=False).astype(float)

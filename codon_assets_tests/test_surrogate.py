@@ -19,7 +19,7 @@ from codon_assets.core.surrogate import (
     grouped_folds,
     training_set,
 )
-from codon_assets.core.surrogate_features import FeatureBuilder, sequence_features
+from codon_assets.core.surrogate_features import sequence_features
 from codon_assets.core.tsv import read_release_table
 from codon_assets.surrogate import build_enhanced
 from codon_assets_tests.conftest import EXAMPLES, ROOT
