@@ -56,18 +56,19 @@ class EnhanceConfig(dg.Config):
 def build_enhanced(converted: pa.Table, features: pa.Table, mode: Mode, measured_path: Path | None,
                    value_column: str | None) -> tuple[pa.Table, dict]:
     """Join records and features by protein_id (never by position), enhance, attach measured labels."""
-    feats = features.select(["protein_id", "status", "error", "backend", *FEATURE_COLUMNS]).rename_columns(
-        ["protein_id", "feature_status", "feature_error", "feature_backend", *FEATURE_COLUMNS])
-    joined = converted.join(feats, "protein_id", join_type="left outer")
-    # A join does not keep row order: put records back in converted order.
-    order = pc.index_in(converted["protein_id"], value_set=joined["protein_id"])
-    joined = joined.take(order)
+    # Each record's feature row, found by protein_id (never by position); only the small feature columns
+    # are gathered, the records (with their sequences) stay where they are.
+    row_of = pc.index_in(converted["protein_id"], value_set=features["protein_id"])
+    feats = features.select(["status", "error", "backend", *FEATURE_COLUMNS]).take(row_of)
+    joined = converted
+    for name, column in zip(["feature_status", "feature_error", "feature_backend", *FEATURE_COLUMNS], feats.columns):
+        joined = joined.append_column(name, column)
     ok = pc.fill_null(pc.equal(joined["feature_status"], "success"), False).to_numpy(zero_copy_only=False)
     sequences = joined["sequence"].combine_chunks()
     homopolymer = sequence_features(sequences)["longest_homopolymer"] if mode == "full" else np.zeros(len(ok))
     original = joined["expression_value"].to_numpy()
     result = enhance(
-        original, np.array(joined["expression_confidence"].to_pylist(), dtype=object),
+        original, joined["expression_confidence"].to_numpy(zero_copy_only=False),
         {name: joined[name].to_numpy(zero_copy_only=False).astype(float) for name in FEATURE_COLUMNS},
         ok, mode, joined["gc_content"].to_numpy(zero_copy_only=False).astype(float), homopolymer,
     )
@@ -79,9 +80,9 @@ def build_enhanced(converted: pa.Table, features: pa.Table, mode: Mode, measured
         .append_column("original_value", pa.array(original))
         .append_column("expression_unit", pa.repeat("estimated_enhanced" if enhanced_mode else "estimated", len(ok)))
         .append_column("expression_assay", pa.repeat(f"model_enhanced_{backend}" if enhanced_mode else "metadata_heuristic", len(ok)))
-        .append_column("expression_confidence", pa.array(result.confidence.tolist(), pa.string()))
+        .append_column("expression_confidence", pa.array(result.confidence, pa.string()))
         .append_column("enhancement_score", pa.array(result.score, mask=~np.isfinite(result.score)))
-        .append_column("enhancement_status", pa.array(result.status.tolist(), pa.string()))
+        .append_column("enhancement_status", pa.array(result.status, pa.string()))
     )
     label_report: dict = {"measured_table": None}
     measured = np.full(len(ok), np.nan)

@@ -90,10 +90,9 @@ def enhance(
 
     value = np.where(features_ok, original * (1 + MAX_ADJUST * np.tanh(np.nan_to_num(score) / 2)), original)
     gap = np.abs(percentile_rank(original) - percentile_rank(np.where(features_ok, score, np.nan)))
-    level = np.array([LEVELS.index(c) if c in LEVELS else 0 for c in original_confidence])
+    level = pd.Series(original_confidence).map({name: i for i, name in enumerate(LEVELS)}).fillna(0).to_numpy(int)
     shift = np.where(gap <= 0.25, 1, np.where(gap >= 0.75, -1, 0))
     level = np.where(features_ok, np.clip(level + shift, 0, len(LEVELS) - 1), level)
-    confidence = np.array([LEVELS[i] for i in level], dtype=object)
-    confidence = np.where(features_ok, confidence, original_confidence)
+    confidence = np.where(features_ok, np.array(LEVELS, dtype=object)[level], original_confidence)
     status = np.where(features_ok, "enhanced", "kept_original_features_error").astype(object)
     return Enhancement(value, confidence, score, status)
