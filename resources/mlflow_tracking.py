@@ -47,13 +47,22 @@ class MlflowTracking(dg.ConfigurableResource):
     def activate(self, experiment: str = EXPERIMENT) -> str:
         """Point the mlflow client at this store and make sure the experiment exists; returns its id."""
         import mlflow
+        from filelock import FileLock
 
-        mlflow.set_tracking_uri(self.uri())
-        mlflow.set_registry_uri(self.uri())
+        uri = self.uri()
+        if uri.startswith("sqlite:///"):
+            # Two processes opening a new sqlite store at once both run its schema migrations and one fails
+            # ("duplicate column"): the first use of a store is serialised by a lock file beside it.
+            with FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300):
+                return self._activate(mlflow, uri, experiment)
+        return self._activate(mlflow, uri, experiment)
+
+    def _activate(self, mlflow, uri: str, experiment: str) -> str:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
             return found.experiment_id
-        uri = self.uri()
         if self.artifact_root:
             location = (Path(self.artifact_root) / experiment).resolve().as_uri()
         elif uri.startswith("sqlite:///"):
