@@ -192,3 +192,35 @@ def evo2_gpu_executor(environ: Mapping[str, str] | None = None):
 
         return docker_executor.configured(docker_executor_config(environ=environ), name="evo2_docker_executor")
     return dg.in_process_executor
+
+
+def evo2_k8s_tags(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run tags that put the Evo 2 job's run pod on a GPU node under the K8sRunLauncher (Helm deployment).
+
+    Set them on the job that materializes ``evo2_features`` (``define_asset_job(..., tags=...)``): the
+    K8sRunLauncher reads ``dagster-k8s/config`` from the run's tags, and a job's tags become its runs' tags
+    (an asset's own ``op_tags`` only reach per-step pods of the ``k8s_job_executor``). Ignored elsewhere.
+
+    ``CODON_K8S_GPU_NODE_SELECTOR`` (``key=value[,key=value]``, default ``nvidia.com/gpu.present=true``, the
+    label of NVIDIA's GPU feature discovery), ``CODON_K8S_GPU_TOLERATION`` (the taint key of the GPU nodes,
+    default ``nvidia.com/gpu``) and ``CODON_K8S_GPU_COUNT`` (default 1).
+    """
+    env = _env(environ)
+    selector: dict[str, str] = {}
+    for item in (env.get("CODON_K8S_GPU_NODE_SELECTOR") or "nvidia.com/gpu.present=true").split(","):
+        if item.strip():
+            key, sep, value = item.strip().partition("=")
+            if not sep or not key:
+                raise ValueError(f"CODON_K8S_GPU_NODE_SELECTOR entry {item!r}: expected key=value")
+            selector[key] = value
+    toleration = (env.get("CODON_K8S_GPU_TOLERATION") or "nvidia.com/gpu").strip()
+    count = str(int(env.get("CODON_K8S_GPU_COUNT") or "1"))
+    return {
+        "dagster-k8s/config": {
+            "container_config": {"resources": {"limits": {"nvidia.com/gpu": count}}},
+            "pod_spec_config": {
+                "node_selector": selector,
+                "tolerations": [{"key": toleration, "operator": "Exists", "effect": "NoSchedule"}],
+            },
+        }
+    }
