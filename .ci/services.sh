@@ -31,7 +31,7 @@ need_root() {
 
 install_packages() {
     local missing=() pkg
-    for pkg in docker.io debootstrap postgresql; do
+    for pkg in docker.io docker-compose debootstrap postgresql; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
             missing+=("$pkg")
         fi

@@ -20,6 +20,7 @@ from codon_assets.core.hosts import get_host
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.tsv import read_release_table
 from codon_assets_tests.conftest import EXAMPLES
+from codon_assets.definitions import ALL_ASSETS
 from codon_assets_tests.test_assets import materialize
 from resources.evo2 import Evo2Resource
 from resources.evo2.cache import FeatureCache
@@ -213,3 +214,30 @@ def test_asset_nim_backend_against_a_loopback_stand_in(instance, tmp_path, monke
     assert marker.encode() not in (tmp_path / "s" / "evo2_features" / "P_pastoris.parquet").read_bytes()
     records = instance.fetch_materializations(dg.AssetKey("evo2_features"), limit=100).records
     assert records and all(marker not in str(r.event_log_entry) for r in records)
+
+
+def test_nim_key_leaks_nowhere(instance, dagster_home, tmp_path, monkeypatch):
+    """A NIM-backed materialization through the surrogate, then every byte the run left behind is searched
+    for the marker key: Dagster's event log and compute logs, asset files, the feature cache, MLflow's
+    database (params, tags, metrics) and artifacts, and the CLI-style exports."""
+    from codon_assets_tests.nim_standin import NimStandin
+    from codon_assets_tests.test_assets import resources_for
+
+    marker = "nvapi-LEAK-CHECK-5e1d"
+    monkeypatch.setenv("CODON_TEST_NIM_KEY", marker)
+    with NimStandin(api_key=marker) as nim:
+        resources = resources_for(EXAMPLES, tmp_path / "s")
+        resources["evo2"] = Evo2Resource(backend="nim", nim_base_url=nim.url, nim_api_key_env="CODON_TEST_NIM_KEY",
+                                         requests_per_minute=100_000, cache_dir=str(tmp_path / "s" / "cache"))
+        result = dg.materialize(ALL_ASSETS, partition_key="P_pastoris", instance=instance, resources=resources,
+                                selection=["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features",
+                                           "enhanced_dataset", "surrogate_model"])
+        assert result.success
+    searched = 0
+    for root in (tmp_path / "s", dagster_home):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                searched += 1
+                assert marker.encode() not in path.read_bytes(), path
+    assert searched > 20
+    assert all(marker not in str(e) for e in instance.all_logs(result.run_id))
