@@ -11,6 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def predicted_vs_label(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.errorbar(y, mu, yerr=sigma, fmt="o", ms=2.5, alpha=0.35, elinewidth=0.4, color="#2b6cb0")
@@ -19,10 +26,7 @@ def predicted_vs_label(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, title: 
     ax.set_xlabel("label (log10)")
     ax.set_ylabel("held-out prediction mu ± sigma")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def importances(items: list[tuple[str, float]], title: str, path: Path) -> Path:
@@ -31,10 +35,7 @@ def importances(items: list[tuple[str, float]], title: str, path: Path) -> Path:
     ax.barh(names, values, color="#2f855a")
     ax.set_xlabel("share of total gain")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def histogram(values: np.ndarray, title: str, xlabel: str, path: Path, bins: int = 40) -> Path:
@@ -43,7 +44,4 @@ def histogram(values: np.ndarray, title: str, xlabel: str, path: Path, bins: int
     ax.set_xlabel(xlabel)
     ax.set_ylabel("records")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from codon_assets.core.tsv import InputError
+from codon_assets.core.tsv import InputError, read_input_bytes
 
 AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
 ID_NAMES = ("id", "protein_id", "entry", "name", "accession", "refseq_id")
@@ -70,14 +70,7 @@ def _check(protein_id: str, raw: str, source: str) -> tuple[str | None, ProteinR
 
 
 def _decode(path: Path) -> str:
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a FASTA or tab-separated protein file")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if b"\x00" in raw[:1 << 16]:
-        raise InputError(f"{path}: binary data (NUL bytes), not a FASTA or tab-separated text file")
+    raw = read_input_bytes(path, "a FASTA or tab-separated protein file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

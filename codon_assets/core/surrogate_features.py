@@ -56,19 +56,12 @@ def _run_lengths(starts_mask: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarr
     return start, length, first
 
 
-def _per_record_max(values: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def _per_record(reduce: np.ufunc, values: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``reduce`` (np.maximum, np.add) over each record's runs; 0 for an empty record."""
     out = np.zeros(len(first))
     nonempty = lengths > 0
     if nonempty.any():
-        out[nonempty] = np.maximum.reduceat(values, first[nonempty])
-    return out
-
-
-def _per_record_sum(values: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(first))
-    nonempty = lengths > 0
-    if nonempty.any():
-        out[nonempty] = np.add.reduceat(values, first[nonempty])
+        out[nonempty] = reduce.reduceat(values, first[nonempty])
     return out
 
 
@@ -88,8 +81,8 @@ def _chunk_features(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarr
     change = np.ones(len(base), dtype=bool)
     change[1:] = base[1:] != base[:-1]
     _, run_len, first = _run_lengths(change, offsets)
-    longest_homopolymer = _per_record_max(run_len, first, lengths)
-    long_homopolymers = _per_record_sum((run_len >= HOMOPOLYMER_LONG).astype(np.int64), first, lengths)
+    longest_homopolymer = _per_record(np.maximum, run_len, first, lengths)
+    long_homopolymers = _per_record(np.add, (run_len >= HOMOPOLYMER_LONG).astype(np.int64), first, lengths)
 
     # Rare-codon runs: runs of consecutive codons from the host's rare set.
     is_rare = rare[codes]
@@ -97,8 +90,8 @@ def _chunk_features(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarr
     change[1:] = is_rare[1:] != is_rare[:-1]
     start, run_len, first = _run_lengths(change, codon_offsets)
     rare_run = np.where(is_rare[start], run_len, 0)
-    longest_rare_run = _per_record_max(rare_run, first, n_codons)
-    rare_runs = _per_record_sum((rare_run >= 2).astype(np.int64), first, n_codons)
+    longest_rare_run = _per_record(np.maximum, rare_run, first, n_codons)
+    rare_runs = _per_record(np.add, (rare_run >= 2).astype(np.int64), first, n_codons)
 
     # GC in sliding windows (WINDOW nt, every STEP nt; a shorter CDS is one window) and in the 5' end, a
     # proxy for the stability of 5' mRNA structure around the start codon.

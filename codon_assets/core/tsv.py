@@ -67,6 +67,19 @@ class ReleaseTable:
         return self.table.num_rows + len(self.malformed)
 
 
+def read_input_bytes(path: Path, expected: str) -> bytes:
+    """The bytes of a user's input file, or one clear InputError (a folder, unreadable, binary data)."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected {expected}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if b"\x00" in raw[: 1 << 16]:
+        raise InputError(f"{path}: binary data (NUL bytes), not {expected}")
+    return raw
+
+
 def _parse(raw: bytes, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]:
     malformed: list[MalformedRow] = []
 
@@ -91,19 +104,12 @@ def _parse(raw: bytes, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]
 def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTable:
     """Parse one input file. ``limit`` keeps the first N data rows (malformed ones included)."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a tab-separated table file")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    raw = read_input_bytes(path, "a tab-separated table file")
     digest = hashlib.sha256(raw).hexdigest()
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     if re.search(rb"\S", raw) is None:
         raise InputError(f"{path}: the file is empty")
-    if b"\x00" in raw[:1 << 16]:
-        raise InputError(f"{path}: binary data (NUL bytes), not a tab-separated text table")
     newline = raw.find(b"\n")
     header_line = (raw if newline < 0 else raw[:newline]).rstrip(b"\r")
     try:
