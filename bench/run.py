@@ -47,20 +47,11 @@ def stage_convert(path: Path) -> tuple[int, float]:
 def stage_features(path: Path) -> tuple[int, float]:
     """Library call: train the Markov backend on the converted records and score them all (what
     `evo2_features` does with backend=markov, without the cache). Conversion is done first, untimed."""
-    records = converted(path)
+    records = featured(path)[0].select(["protein_id", "sequence", "seq_sha256"])
     started = time.perf_counter()
     model = MarkovCdsModel.train(records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist())
     table, _ = extract_features(records, MarkovBatchScorer(model, workers=os.cpu_count() or 1))
     return table.num_rows, time.perf_counter() - started
-
-
-def converted(path: Path) -> pa.Table:
-    """The converted records of a generated table, cached beside it."""
-    cached = path.with_suffix(".converted.parquet")
-    if not cached.exists():
-        result = convert_files([read_release_table(path)], get_host(HOST), ConversionSettings())
-        pq.write_table(result.valid.select(["protein_id", "sequence", "seq_sha256"]), cached)
-    return pq.read_table(cached)
 
 
 def featured(path: Path) -> tuple[pa.Table, pa.Table]:

@@ -99,7 +99,10 @@ class SurrogateModel:
         return parts
 
     def predict(self, sequences: pa.Array, evo2: dict[str, np.ndarray], host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = self.matrix(sequences, evo2, host)
+        return self.predict_matrix(self.matrix(sequences, evo2, host))
+
+    def predict_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """mu and sigma for an already built feature matrix."""
         mu = self.mu.predict(x)
         return mu, self.sigma_scale * np.maximum(self.hi.predict(x) - mu, 0.0)
 
@@ -198,10 +201,10 @@ def cross_validate(data: TrainingSet, backend: str, folds: int = 5, seed: int = 
     freq = counts[:, SENSE] / np.maximum(counts[:, SENSE].sum(axis=1, keepdims=True), 1)
     for train, test in grouped_folds(data.protein, folds):
         model = fit_surrogate(data, train, backend, seed)
-        evo2 = {k: v[test] for k, v in data.evo2.items()}
-        mu[test], sigma[test] = model.predict(data.sequences.take(pa.array(test)), evo2, data.host[test])
-        cai_column = model.feature_names.index("cai")
-        cai_pred[test] = model.matrix(data.sequences.take(pa.array(test)), evo2, data.host[test])[:, cai_column]
+        # One feature matrix per test fold serves the surrogate and the CAI baseline.
+        x = model.matrix(data.sequences.take(pa.array(test)), {k: v[test] for k, v in data.evo2.items()}, data.host[test])
+        mu[test], sigma[test] = model.predict_matrix(x)
+        cai_pred[test] = x[:, model.feature_names.index("cai")]
         ridge = make_pipeline(StandardScaler(), Ridge(alpha=10.0)).fit(freq[train], y[train])
         ridge_pred[test] = ridge.predict(freq[test])
     metrics = {
