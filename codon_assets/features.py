@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 from codon_assets.core.features import extract_features, with_markov_model
 from codon_assets.ingest import OWNERS
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
-from codon_assets.partitions import host_partitions
+from codon_assets.partitions import host_check, host_partitions
 from resources.evo2 import Evo2Resource
 
 FEATURES = dg.AssetKey("evo2_features")
@@ -47,12 +47,12 @@ class FeatureCheckConfig(dg.Config):
         "converted record; a record the model could not score has status=error and its cause."
     ),
     check_specs=[
-        dg.AssetCheckSpec("one_row_per_record", asset=FEATURES, blocking=True,
-                          description="exactly one feature row per converted record, same ids and hashes"),
-        dg.AssetCheckSpec("error_rate", asset=FEATURES,
-                          description="warns when the share of records in error exceeds warn_error_rate"),
-        dg.AssetCheckSpec("values_in_range", asset=FEATURES, blocking=True,
-                          description="probabilities in [0, 1], perplexity >= 1, avg_loglik <= 0"),
+        host_check("one_row_per_record", asset=FEATURES, blocking=True,
+                   description="exactly one feature row per converted record, same ids and hashes"),
+        host_check("error_rate", asset=FEATURES,
+                   description="warns when the share of records in error exceeds warn_error_rate"),
+        host_check("values_in_range", asset=FEATURES, blocking=True,
+                   description="probabilities in [0, 1], perplexity >= 1, avg_loglik <= 0"),
     ],
 )
 def evo2_features(context: dg.AssetExecutionContext, config: FeatureCheckConfig, evo2: Evo2Resource,

@@ -12,7 +12,7 @@ from codon_assets.core.convert import REASONS, ConversionSettings, convert_files
 from codon_assets.core.hosts import get_host, organism_fits_host
 from codon_assets.core.tsv import InputError, read_release_table
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
-from codon_assets.partitions import host_partitions
+from codon_assets.partitions import host_check, host_partitions
 from resources.inputs import InputFiles
 
 OWNERS = ["team:codon-design"]
@@ -94,14 +94,14 @@ REJECTS = dg.AssetKey("converted_rejects")
     partitions_def=host_partitions,
     group_name="ingest",
     check_specs=[
-        dg.AssetCheckSpec("rows_accounted_for", asset=CONVERTED, blocking=True,
-                          description="rows read = valid + rejected"),
-        dg.AssetCheckSpec("unique_protein_id", asset=CONVERTED, blocking=True,
-                          description="no protein_id appears twice among valid rows"),
-        dg.AssetCheckSpec("reject_rate", asset=CONVERTED,
-                          description="warns when the share of rejected rows exceeds max_reject_rate"),
-        dg.AssetCheckSpec("organism_fits_host", asset=CONVERTED,
-                          description="warns about records whose Organism is not one of the host's species"),
+        host_check("rows_accounted_for", asset=CONVERTED, blocking=True,
+                   description="rows read = valid + rejected"),
+        host_check("unique_protein_id", asset=CONVERTED, blocking=True,
+                   description="no protein_id appears twice among valid rows"),
+        host_check("reject_rate", asset=CONVERTED,
+                   description="warns when the share of rejected rows exceeds max_reject_rate"),
+        host_check("organism_fits_host", asset=CONVERTED,
+                   description="warns about records whose Organism is not one of the host's species"),
     ],
 )
 def converted_dataset(context: dg.AssetExecutionContext, config: ConversionConfig, raw_tsv: pa.Table):

@@ -6,6 +6,9 @@ import os
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from codon_assets.definitions import ALL_ASSETS, build_resources, defs
 from codon_assets.schedules import weekly_host_refresh
@@ -92,11 +95,16 @@ def report_upstream(instance, host, features_check_passed=True):
               "evo2_features": ["one_row_per_record", "values_in_range"]}
     for asset, names in checks.items():
         instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=host))
+        # A partitioned check counts only when it names the partition's materialization it evaluated.
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[host]), limit=1).records[0]
+        target = AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
         for name in names:
             passed = features_check_passed or asset != "evo2_features"
             instance.report_runless_asset_event(dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey(asset), check_name=name, passed=passed, partition=host,
-                severity=dg.AssetCheckSeverity.ERROR))
+                severity=dg.AssetCheckSeverity.ERROR, target_materialization_data=target))
 
 
 def test_model_stage_follows_upstream_updates():
@@ -112,9 +120,13 @@ def test_model_stage_follows_upstream_updates():
         assert third.total_requested == 0  # handled: not requested twice
 
 
-def test_failed_blocking_checks_hold_the_model_stage_back():
+def test_failed_blocking_checks_hold_back_only_their_own_host():
     with dg.instance_for_test() as instance:
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         report_upstream(instance, "S_cerevisiae", features_check_passed=False)
         second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert second.get_num_requested(dg.AssetKey("enhanced_dataset")) == 0
+        # Another host's passing checks, reported later, neither release S_cerevisiae nor wait for it.
+        report_upstream(instance, "P_pastoris")
+        third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+        assert third.get_requested_partitions(dg.AssetKey("enhanced_dataset")) == {"P_pastoris"}

@@ -524,9 +524,11 @@ def test_ui_global_asset_graph_shows_every_asset(page, live):
     open_page(page, live, "/asset-groups", "ingest")
     page.mouse.click(1000, 250)  # focus the graph canvas (empty area), then Alt+E: "Expand all groups"
     page.keyboard.press("Alt+e")
-    page.get_by_text("converted_rejects", exact=True).first.wait_for()
-    text = page.inner_text("body")
+    # The graph lays its nodes out over a few frames: wait for every label before reading the page.
+    for name in PARTITIONED:
+        page.get_by_text(name, exact=True).first.wait_for()
     screenshot(page, "ui-asset-graph.png")
+    text = page.inner_text("body")
     assert "Global asset lineage" in text
     for group in ("ingest", "features", "model", "design"):
         assert group in text
