@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-SIZES ?= 1000 10000 52000
+SIZES ?= 1000 10000 52000 500000
+REPEATS ?= 3
 PYTEST_ARGS ?=
 
 .PHONY: demo test ui mlflow bench quality home clean
@@ -35,7 +36,7 @@ quality: $(BIN)/.installed
 	$(BIN)/python bench/yeast_quality.py --mlflow-uri sqlite:///$(DAGSTER_HOME)/mlflow/mlflow.db
 
 bench: $(BIN)/.installed
-	$(BIN)/python bench/run.py --sizes $(SIZES)
+	$(BIN)/python bench/run.py --sizes $(SIZES) --repeats $(REPEATS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -157,39 +157,43 @@ BASELINE_OF = {"convert": "baseline_convert", "features": "baseline_features"}
 
 
 def measure(stage: str, path: Path) -> dict:
-    """Run one stage in a fresh interpreter; returns seconds, records and peak RSS (MiB)."""
+    """Run one stage in a fresh interpreter; returns seconds, records and peak RSS (MiB; of the largest
+    process: the stage's interpreter or, for the whole graph, the `codon-assets` process it starts)."""
     code = (
         "import json, resource, sys; sys.path.insert(0, %r); import bench.run as b; "
         "n, s = b.STAGES[%r](b.Path(%r)); "
         "print(json.dumps({'seconds': s, 'records': n, "
-        "'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+        "'peak_rss_mib': max(resource.getrusage(who).ru_maxrss for who in "
+        "(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024}))"
     ) % (str(ROOT), stage, str(path))
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def dataset(rows: int) -> Path:
+def dataset(rows: int, results: Path = RESULTS) -> Path:
     from bench.generate import generate
 
-    path = RESULTS / "data" / f"{HOST}_{rows}.tsv"
+    path = results / "data" / f"{HOST}_{rows}.tsv"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         generate(HOST, rows, path)
     return path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 52000])
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     parser.add_argument("--baseline-max", type=int, default=52_000,
                         help="skip the (slow) original-approach baselines above this size")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--results-dir", type=Path, default=RESULTS,
+                        help="where the JSON results and the generated tables (data/) go")
+    args = parser.parse_args(argv)
 
     rows = []
     for size in args.sizes:
-        path = dataset(size)
+        path = dataset(size, args.results_dir)
         for stage in args.stages:
             if stage.startswith("baseline") and size > args.baseline_max:
                 continue
@@ -211,10 +215,11 @@ def main() -> None:
         if baseline:
             row["speedup_vs_original"] = row["records_per_s_median"] / baseline["records_per_s_median"]
             print(f"speed-up over the original approach, {stage} at {size} rows: {row['speedup_vs_original']:.1f}x")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"host": HOST, "repeats": args.repeats, "results": rows}, indent=2))
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"host": HOST, "repeats": args.repeats, "cpus": os.cpu_count(), "results": rows}, indent=2))
     print(f"results: {out}")
+    return out
 
 
 if __name__ == "__main__":

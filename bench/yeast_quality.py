@@ -40,11 +40,12 @@ def yeast_training_set(cds: Path, measured: Path) -> tuple[TrainingSet, dict]:
     keep = np.flatnonzero(np.isfinite(join.measured_value))
     take = records.take(keep)
     data = TrainingSet(
+        protein_id=take["protein_id"].combine_chunks(),
         sequences=take["sequence"].combine_chunks(),
         evo2={name: features[name].to_numpy(zero_copy_only=False).astype(float)[keep] for name in EVO2_COLUMNS},
         target=np.log10(join.measured_value[keep]),
         host=np.array(["S_cerevisiae"] * len(keep)),
-        protein=take["protein_aa"].to_pylist(),
+        protein=take["protein_aa"].combine_chunks(),
         protein_names=take["protein_names"].to_pylist(),
         gene_names=take["gene_names"].to_pylist(),
         measured=np.log10(join.measured_value[keep]),

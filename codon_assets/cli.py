@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 from resources.paths import PROJECT_ROOT, dagster_home
 
@@ -62,32 +61,31 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
     persistent instance."""
     import dagster as dg
 
-    from codon_assets.definitions import ALL_ASSETS, build_resources
-    from resources import InputFiles
+    from codon_assets.definitions import build_resources, command_line_job
 
     # Dagster's own console log is for the UI; the command line prints its own summary lines.
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    resources = build_resources(evo2_backend)
+    resources = {}
+    if evo2_backend:
+        resources["evo2"] = {"config": {"backend": evo2_backend}}
     if files is not None or measured is not None:
         # Measured tables are looked for beside the given input (or taken from --measured), never in the
         # demo's input folder.
-        resources["input_files"] = InputFiles(
-            input_dir=str(files[0].parent) if files else resources["input_files"].input_dir,
-            files={host: [str(f) for f in files]} if files is not None else {},
-            measured={host: str(measured)} if measured is not None else {},
-        )
+        resources["input_files"] = {"config": {
+            "input_dir": str(files[0].parent) if files else build_resources()["input_files"].input_dir,
+            "files": {host: [str(f) for f in files]} if files is not None else {},
+            "measured": {host: str(measured)} if measured is not None else {},
+        }}
+    if resources:
+        run_config["resources"] = {**run_config.get("resources", {}), **resources}
+    tags = {"codon_assets/source": "cli", **({"dagster/partition": host} if host else {})}
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize(
-            ALL_ASSETS,
-            selection=selection,
-            partition_key=host,
-            instance=instance,
-            resources=resources,
-            run_config=run_config,
-            raise_on_error=False,
-            tags={"codon_assets/source": "cli"},
-        )
+        result = dg.execute_job(dg.reconstructable(command_line_job), instance, run_config=run_config, tags=tags,
+                                asset_selection=[dg.AssetKey(name) for name in selection], raise_on_error=False)
         step_seconds = _step_seconds(instance, result.run_id)
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()  # the run's tables are gone; exports start from a lean process
     return result, step_seconds
 
 
@@ -136,6 +134,7 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
         converted_records,
         enhanced_records,
         evo2_feature_records,
+        table_batches,
         write_json,
         write_json_array,
         write_jsonl,
@@ -160,7 +159,7 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
             "seconds": step_seconds.get("converted_dataset"),
         }
         jsonl = output_dir / f"{path.stem}.jsonl"
-        write_jsonl(converted_records(pq.read_table(converted["path"])), jsonl)
+        write_jsonl(converted_records(table_batches(converted["path"])), jsonl)
         results["outputs"] |= {"jsonl": str(jsonl), "converted_parquet": converted["path"],
                                "rejects_parquet": meta["converted_rejects"]["path"]}
         print(f"[{host}] {converted['rows_read']} rows read: {converted['valid']} valid, "
@@ -179,8 +178,8 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
             "seconds": step_seconds.get("evo2_features"),
         }
         feature_json = output_dir / f"{path.stem}_evo2_features.json"
-        converted_table = pq.read_table(meta["converted_dataset"]["path"], columns=["protein_id", "sequence"])
-        write_json_array(evo2_feature_records(pq.read_table(features["path"]), converted_table), feature_json)
+        previews = table_batches(meta["converted_dataset"]["path"], ["protein_id", "sequence"])
+        write_json_array(evo2_feature_records(table_batches(features["path"]), previews), feature_json)
         results["outputs"] |= {"evo2_features_json": str(feature_json), "evo2_features_parquet": features["path"]}
         print(f"[{host}] {features['success']} records scored ({features['backend']}), {features['error']} errors, "
               f"{features['cache_hits']} from cache -> {feature_json}", file=sys.stderr)
@@ -197,7 +196,7 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
             "seconds": step_seconds.get("enhanced_dataset"),
         }
         enhanced_jsonl = output_dir / f"{path.stem}_enhanced.jsonl"
-        write_jsonl(enhanced_records(pq.read_table(enhanced["path"])), enhanced_jsonl)
+        write_jsonl(enhanced_records(table_batches(enhanced["path"])), enhanced_jsonl)
         results["outputs"]["enhanced_jsonl"] = str(enhanced_jsonl)
     if "surrogate_model" in meta:
         model = meta["surrogate_model"]

@@ -39,7 +39,8 @@ class FeatureCheckConfig(dg.Config):
     # A lost GPU worker or a flaky endpoint is worth two more tries, a minute apart and then two; scores
     # already cached are not recomputed on retry.
     retry_policy=dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL),
-    ins={"converted_dataset": dg.AssetIn()},
+    # Only what scoring reads: the other columns of 500,000 records would double the step's memory.
+    ins={"converted_dataset": dg.AssetIn(metadata={"columns": ["protein_id", "sequence", "seq_sha256"]})},
     description=(
         "Per-record DNA language-model features of the converted CDS: statistics of the probability the "
         "model gives each true base (confidence), mean log-likelihood per base and perplexity, with GC "

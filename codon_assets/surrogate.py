@@ -19,6 +19,7 @@ from codon_assets.core.surrogate import (
     ALPHA_HI,
     ALPHA_MU,
     LGB_PARAMS,
+    TRAINING_COLUMNS,
     cross_validate,
     fit_surrogate,
     sigma_calibration,
@@ -31,7 +32,14 @@ from codon_assets.ingest import OWNERS
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
 from codon_assets.partitions import host_partitions
 from resources.inputs import InputFiles
-from resources.mlflow_tracking import PYFUNC_CODE, MlflowTracking, pyfunc_signature
+from resources.mlflow_tracking import (
+    BOOSTER_REQUIREMENTS,
+    PYFUNC_CODE,
+    PYFUNC_REQUIREMENTS,
+    MlflowTracking,
+    pinned_requirements,
+    pyfunc_signature,
+)
 from resources.paths import storage_root
 
 # The model stage follows its inputs: whenever a host's features (or its enhanced dataset) are updated and
@@ -177,7 +185,8 @@ def train_and_track(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
     metrics, oof = cross_validate(data, backend)
     model = fit_surrogate(data, np.arange(len(data.target)), backend)
     model.markov_models = markov_models
-    model.sigma_scale = sigma_calibration(data.target, oof["mu"], oof["sigma"])
+    held_out = data.target[oof["rows"]]
+    model.sigma_scale = sigma_calibration(held_out, oof["mu"], oof["sigma"])
     metrics["surrogate"]["sigma_scale"] = model.sigma_scale
     model.metrics = {f"cv_{k}": v for k, v in metrics["surrogate"].items()}
     importances = top_importances(model)
@@ -190,7 +199,7 @@ def train_and_track(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
         plot_dir = work / "plots"
         plot_dir.mkdir()
         label_name = "log10 measured" if data.label_source == "measured" else "log10 enhanced estimate"
-        plots.predicted_vs_label(data.target, oof["mu"], oof["sigma"] * model.sigma_scale, f"{model_name}: held-out ({label_name})",
+        plots.predicted_vs_label(held_out, oof["mu"], oof["sigma"] * model.sigma_scale, f"{model_name}: held-out ({label_name})",
                                  plot_dir / "predicted_vs_label.png")
         plots.importances(importances, f"{model_name}: top features (gain)", plot_dir / "feature_importances.png")
         plots.histogram(data.target, f"{model_name}: labels", label_name, plot_dir / "label_distribution.png")
@@ -207,19 +216,24 @@ def train_and_track(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
                               tags=tags) as run:
             mlflow.log_params({"alpha_mu": ALPHA_MU, "alpha_hi": ALPHA_HI, "feature_backend": backend,
                                "label_source": data.label_source, "records": len(data.target), "cv_folds": 5,
+                               "cv_records": len(held_out),
                                "cv_grouping": "identical protein", "cai_reference": "; ".join(
                                    f"{h}: {b.cai_reference}" for h, b in model.builders.items()),
                                **{f"lgb_{k}": v for k, v in LGB_PARAMS.items()}})
             for name, values in metrics.items():
                 mlflow.log_metrics({f"{name}.{k}": v for k, v in values.items()})
-            dataset_frame = pd.DataFrame({"host": data.host, "sequence": data.sequences.to_pylist(), "target": data.target})
+            # The training records by id (sequences stay in the enhanced dataset, linked by data version).
+            dataset_frame = pd.DataFrame({"host": data.host, "protein_id": data.protein_id.to_numpy(zero_copy_only=False),
+                                          "target": data.target})
             mlflow.log_input(mlflow.data.from_pandas(dataset_frame, name=f"{model_name}-training", targets="target"),
                              context="training")
             mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
-            mlflow.lightgbm.log_model(model.mu, name="lightgbm_mu")
-            mlflow.lightgbm.log_model(model.hi, name="lightgbm_hi")
+            booster_requirements = pinned_requirements(*BOOSTER_REQUIREMENTS)
+            mlflow.lightgbm.log_model(model.mu, name="lightgbm_mu", pip_requirements=booster_requirements)
+            mlflow.lightgbm.log_model(model.hi, name="lightgbm_hi", pip_requirements=booster_requirements)
             info = mlflow.pyfunc.log_model(name="surrogate", python_model=str(PYFUNC_CODE),
                                            artifacts={"surrogate": str(work / "model")}, signature=pyfunc_signature(),
+                                           pip_requirements=pinned_requirements(*PYFUNC_REQUIREMENTS),
                                            registered_model_name=model_name)
             version = info.registered_model_version
             mlflow.MlflowClient().update_model_version(
@@ -246,6 +260,7 @@ def train_and_track(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
             "label_source": data.label_source,
             "records_by_label_source": dg.MetadataValue.json(label_counts),
             "feature_backend": backend,
+            "cv_records": len(held_out),
             **{f"cv_{k}": round(v, 4) for k, v in metrics["surrogate"].items()},
             "baselines": dg.MetadataValue.json(metrics),
             "top_feature_importances": dg.MetadataValue.md(
@@ -260,7 +275,7 @@ def train_and_track(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
     code_version="1",
     kinds={"lightgbm", "mlflow"},
     owners=OWNERS,
-    ins={"enhanced_dataset": dg.AssetIn(), "evo2_features": dg.AssetIn()},
+    ins={"enhanced_dataset": dg.AssetIn(metadata={"columns": TRAINING_COLUMNS}), "evo2_features": dg.AssetIn()},
     automation_condition=FOLLOWS_UPSTREAM,
     description=(
         "Per-host LightGBM quantile surrogate (mu at alpha 0.5, sigma = q0.84 - mu) on measured log10 "
@@ -283,7 +298,7 @@ def surrogate_model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
     kinds={"lightgbm", "mlflow"},
     owners=OWNERS,
     ins={
-        "enhanced_dataset": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+        "enhanced_dataset": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"columns": TRAINING_COLUMNS}),
         "evo2_features": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
     },
     automation_condition=FOLLOWS_HOSTS,

@@ -131,7 +131,7 @@ def test_property_rows_in_equal_valid_plus_rejected_and_jsonl_round_trips(tmp_pa
             lines.append(row(entry, noise, ""))
     result = convert_bytes(tmp_path, ("\n".join(lines) + "\n").encode())
     assert result.rows_read == len(rows) == result.valid.num_rows + result.rejects.num_rows
-    exported = list(converted_records(result.valid))
+    exported = list(converted_records(result.valid.to_batches()))
     for record, original in zip(exported, result.valid.to_pylist()):
         back = json.loads(json.dumps(record))
         assert back["sequence"] == original["sequence"] and back["protein_id"] == original["protein_id"]

@@ -1,5 +1,8 @@
 """Enhancement, measured labels, surrogate features and training: formulas, joins, leakage, quality."""
 
+from pathlib import Path
+
+import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -16,10 +19,11 @@ from codon_assets.core.sequence_stats import codon_counts
 from codon_assets.core.surrogate import (
     _fit_builders,
     cross_validate,
+    cv_rows,
     grouped_folds,
     training_set,
 )
-from codon_assets.core.surrogate_features import sequence_features
+from codon_assets.core.surrogate_features import rare_codon_runs, sequence_features
 from codon_assets.core.tsv import read_release_table
 from codon_assets.surrogate import build_enhanced
 from codon_assets_tests.conftest import EXAMPLES, ROOT
@@ -143,7 +147,7 @@ def test_sequence_features_against_plain_python():
              for _ in range(30)]
     rare = np.zeros(64, dtype=bool)
     rare[[CODONS.index("GCG"), CODONS.index("CGA")]] = True
-    f = sequence_features(pa.array(seqs), rare)
+    f = {**sequence_features(pa.array(seqs)), **rare_codon_runs(pa.array(seqs), rare)}
     for i, s in enumerate(seqs):
         runs = [len(list(g)) for _, g in itertools.groupby(s)]
         assert f["longest_homopolymer"][i] == max(runs)
@@ -177,6 +181,16 @@ def test_identical_proteins_never_straddle_folds():
     protein = [f"P{i % 30}" for i in range(120)]  # every protein four times
     for train, test in grouped_folds(protein, 5):
         assert not set(np.array(protein)[train]) & set(np.array(protein)[test])
+
+
+def test_cross_validation_subset_keeps_whole_protein_groups():
+    protein = [f"P{i % 700}" for i in range(2100)]  # every protein three times
+    rows = cv_rows(protein, 600, seed=1)
+    assert 540 <= len(rows) <= 600 and len(rows) % 3 == 0 and np.all(np.diff(rows) > 0)
+    picked = {protein[i] for i in rows}
+    assert sum(p in picked for p in protein) == len(rows)  # every copy of a picked protein, no other record
+    assert np.array_equal(rows, cv_rows(protein, 600, seed=1)) and not np.array_equal(rows, cv_rows(protein, 600, seed=2))
+    assert np.array_equal(cv_rows(protein, 5000), np.arange(2100)) and np.array_equal(cv_rows(protein, 0), np.arange(2100))
 
 
 def test_surrogate_beats_trivial_and_codon_baselines_on_real_yeast(yeast):
@@ -233,6 +247,10 @@ def test_surrogate_asset_tracks_lineage_in_mlflow(instance, tmp_path):
     assert artifacts == {"plots/predicted_vs_label.png", "plots/feature_importances.png", "plots/label_distribution.png"}
     version = client.get_model_version("codon-surrogate-S_cerevisiae", "1")
     assert result.run_id in version.description and version.run_id == run.info.run_id
+    # The served model's environment pins what loading it imports, at the versions trained with.
+    requirements = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/surrogate/requirements.txt"))
+    pins = dict(line.split("==") for line in requirements.read_text().split() if "==" in line)
+    assert pins["lightgbm"] == lgb.__version__ and pins["codon-assets"] and pins["numpy"] == np.__version__
 
     # A second materialization is a second run and a new registered version.
     again = dg.materialize(ALL_ASSETS, partition_key="S_cerevisiae", instance=instance, resources=resources,

@@ -42,11 +42,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size})
 
     def load_input(self, context: dg.InputContext) -> pa.Table | dict[str, pa.Table]:
+        """The stored table; only the columns named in the input's ``columns`` metadata when it has one."""
+        # Arrow's allocator keeps freed memory for reuse: hand the previous step's tables back to the system
+        # before reading this one, or a run's footprint becomes the sum of its steps' peaks.
+        pa.default_memory_pool().release_unused()
+        columns = (context.definition_metadata or {}).get("columns")
         if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
             # A many-partition input (e.g. every host): the partitions that have been materialized.
             paths = {key: self._path(context, key) for key in context.asset_partition_keys}
-            return {key: pq.read_table(path) for key, path in paths.items() if path.exists()}
+            return {key: pq.read_table(path, columns=columns) for key, path in paths.items() if path.exists()}
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: materialize {context.asset_key.to_user_string()} first")
-        return pq.read_table(path)
+        return pq.read_table(path, columns=columns)

@@ -19,6 +19,19 @@ EXPERIMENT = "codon-surrogate"
 PYFUNC_CODE = Path(__file__).with_name("surrogate_pyfunc.py")
 
 
+def pinned_requirements(*distributions: str) -> list[str]:
+    """``name==installed version`` for each distribution. Logged models name their requirements
+    explicitly: MLflow's inference would import the model in a subprocess per logged model (~1 s each)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in distributions]
+
+
+# What loading each logged model imports.
+BOOSTER_REQUIREMENTS = ("lightgbm", "numpy", "scipy")
+PYFUNC_REQUIREMENTS = ("mlflow", "codon-assets", "lightgbm", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy")
+
+
 def pyfunc_signature():
     """Input and output columns of the pyfunc wrapper (built on use: importing mlflow is slow)."""
     from mlflow.models import ModelSignature
@@ -29,7 +42,6 @@ def pyfunc_signature():
     inputs = [ColSpec("string", name) for name in ("sequence", "seq_sha256", "host")]
     inputs += [ColSpec("double", name, required=False) for name in EVO2_COLUMNS]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "mu"), ColSpec("double", "sigma")]))
-
 
 
 class MlflowTracking(dg.ConfigurableResource):

@@ -166,11 +166,15 @@ class Converter:
             (release.table.slice(start, self.chunk_rows), source_rows[start : start + self.chunk_rows])
             for start in range(0, release.table.num_rows, self.chunk_rows)
         ]
+        tables = []
         with ThreadPoolExecutor(self.workers) as pool:
-            checked = list(pool.map(lambda args: self._check(*args), slices))
-            for chunk in checked:
-                self._deduplicate(chunk)
-            tables = list(pool.map(lambda chunk: self._tables(chunk, release.path), checked))
+            # A window of `workers` chunks at a time: each chunk's intermediates (cleaned and translated
+            # copies) are dropped once its tables are built, so memory holds the output, not every stage.
+            for start in range(0, len(slices), self.workers):
+                checked = list(pool.map(lambda args: self._check(*args), slices[start : start + self.workers]))
+                for chunk in checked:
+                    self._deduplicate(chunk)
+                tables += pool.map(lambda chunk: self._tables(chunk, release.path), checked)
         malformed = pa.Table.from_pylist(
             [
                 {"source_file": release.path, "source_row": row.source_row, "protein_id": None,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from codon_assets.core.convert import METADATA_COLUMNS
 
@@ -32,32 +33,40 @@ def write_json(data: object, path: Path) -> None:
     finish()
 
 
-def converted_records(table: pa.Table, batch_rows: int = 10_000) -> Iterator[dict]:
+def table_batches(path: Path, columns: list[str] | None = None, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """A stored Parquet table, batch by batch: exports stream, whatever the partition's size."""
+    return pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def _converted_record(row: dict) -> dict:
+    return {
+        "sequence": row["sequence"],
+        "protein_aa": row["protein_aa"],
+        "host": row["host"],
+        "expression": {
+            "value": row["expression_value"],
+            "unit": row["expression_unit"],
+            "assay": row["expression_assay"],
+            "confidence": row["expression_confidence"],
+        },
+        "extra_features": {
+            "length": row["length_aa"],
+            "reviewed": row["reviewed"],
+            "source_file": row["source_file"],
+        },
+        "metadata": {
+            **{release: row[column] for release, column in METADATA_COLUMNS.items()},
+            "source_row": row["source_row"],
+            "seq_sha256": row["seq_sha256"],
+        },
+        "protein_id": row["protein_id"],
+    }
+
+
+def converted_records(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
     """Converted rows in the original JSONL schema (release column names under ``metadata``)."""
-    for batch in table.to_batches(max_chunksize=batch_rows):
-        for row in batch.to_pylist():
-            yield {
-                "sequence": row["sequence"],
-                "protein_aa": row["protein_aa"],
-                "host": row["host"],
-                "expression": {
-                    "value": row["expression_value"],
-                    "unit": row["expression_unit"],
-                    "assay": row["expression_assay"],
-                    "confidence": row["expression_confidence"],
-                },
-                "extra_features": {
-                    "length": row["length_aa"],
-                    "reviewed": row["reviewed"],
-                    "source_file": row["source_file"],
-                },
-                "metadata": {
-                    **{release: row[column] for release, column in METADATA_COLUMNS.items()},
-                    "source_row": row["source_row"],
-                    "seq_sha256": row["seq_sha256"],
-                },
-                "protein_id": row["protein_id"],
-            }
+    for batch in batches:
+        yield from map(_converted_record, batch.to_pylist())
 
 
 def write_jsonl(records: Iterator[dict], path: Path) -> int:
@@ -71,13 +80,16 @@ def write_jsonl(records: Iterator[dict], path: Path) -> int:
     return count
 
 
-def evo2_feature_records(table: pa.Table, converted: pa.Table, batch_rows: int = 10_000) -> Iterator[dict]:
+def evo2_feature_records(batches: Iterable[pa.RecordBatch], converted: Iterable[pa.RecordBatch]) -> Iterator[dict]:
     """Feature rows in the original tool's `<stem>_evo2_features.json` layout (no per-base arrays); the
-    sequence preview comes from the converted record with the same ``protein_id``."""
+    sequence preview comes from the converted record (``protein_id``, ``sequence`` batches) with the same
+    ``protein_id``."""
     service = {"markov": "codon-assets-markov", "evo2": "evo2-local", "nim": "nvidia-nim"}
-    preview = dict(zip(converted["protein_id"].to_pylist(),
-                       pc.utf8_slice_codeunits(converted["sequence"], 0, 50).to_pylist()))
-    for batch in table.to_batches(max_chunksize=batch_rows):
+    preview = {}
+    for batch in converted:
+        preview.update(zip(batch["protein_id"].to_pylist(),
+                           pc.utf8_slice_codeunits(batch["sequence"], 0, 50).to_pylist()))
+    for batch in batches:
         for row in batch.to_pylist():
             output = {
                 "sequence": preview[row["protein_id"]] + "...",
@@ -113,14 +125,13 @@ def write_json_array(records: Iterator[dict], path: Path) -> int:
     return count
 
 
-def enhanced_records(table: pa.Table, batch_rows: int = 10_000) -> Iterator[dict]:
+def enhanced_records(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
     """Enhanced rows in the original `<stem>_enhanced.jsonl` schema (expression with original_value)."""
-    base = converted_records(table, batch_rows)
-    for batch in table.select(["original_value", "measured_value", "enhancement_status"]).to_batches(batch_rows):
-        for extra in batch.to_pylist():
-            record = next(base)
-            record["expression"]["original_value"] = extra["original_value"]
-            if extra["measured_value"] is not None:
-                record["expression"]["measured_value"] = extra["measured_value"]
-            record["extra_features"]["enhancement_status"] = extra["enhancement_status"]
+    for batch in batches:
+        for row in batch.to_pylist():
+            record = _converted_record(row)
+            record["expression"]["original_value"] = row["original_value"]
+            if row["measured_value"] is not None:
+                record["expression"]["measured_value"] = row["measured_value"]
+            record["extra_features"]["enhancement_status"] = row["enhancement_status"]
             yield record

@@ -45,15 +45,13 @@ MIN_REFERENCE = 20
 
 def _run_lengths(starts_mask: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs in a concatenated buffer, cut at ``starts_mask`` and at record starts: (run start, length,
-    index of the first run of each record)."""
-    n = len(starts_mask)
+    index of the first run of each record; meaningful for non-empty records only)."""
     mask = starts_mask.copy()
     mask[offsets[:-1][np.diff(offsets) > 0]] = True
     start = np.flatnonzero(mask)
-    length = np.diff(np.append(start, n))
-    record = np.searchsorted(offsets, start, side="right") - 1
-    first = np.searchsorted(record, np.arange(len(offsets) - 1))
-    return start, length, first
+    length = np.diff(np.append(start, len(mask)))
+    # Every non-empty record begins a run, so its first run is the one starting at its offset.
+    return start, length, np.searchsorted(start, offsets[:-1])
 
 
 def _per_record(reduce: np.ufunc, values: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -65,15 +63,21 @@ def _per_record(reduce: np.ufunc, values: np.ndarray, first: np.ndarray, lengths
     return out
 
 
-def _chunk_features(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarray]:
+def _chunk_codons(sequences: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(bytes, base codes, offsets, codon codes, codon offsets) of a chunk of A/C/G/T records."""
     data, offsets = string_buffers(sequences)
     base, acgt = base_codes(data)
     if not acgt.all():
         raise ValueError("sequences must be upper-case A/C/G/T only")
-    lengths = np.diff(offsets)
-    n_codons = lengths // 3
+    n_codons = np.diff(offsets) // 3
     codes = codon_codes(base, offsets[:-1], n_codons)
-    codon_offsets = np.concatenate([[0], np.cumsum(n_codons)])
+    return data, base, offsets, codes, np.concatenate([[0], np.cumsum(n_codons)])
+
+
+def _chunk_features(sequences: pa.Array) -> dict[str, np.ndarray]:
+    data, base, offsets, codes, codon_offsets = _chunk_codons(sequences)
+    lengths = np.diff(offsets)
+    n_codons = np.diff(codon_offsets)
     record = np.repeat(np.arange(len(n_codons)), n_codons)
     counts = np.bincount(record * 64 + codes, minlength=64 * len(n_codons)).reshape(-1, 64)
 
@@ -83,15 +87,6 @@ def _chunk_features(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarr
     _, run_len, first = _run_lengths(change, offsets)
     longest_homopolymer = _per_record(np.maximum, run_len, first, lengths)
     long_homopolymers = _per_record(np.add, (run_len >= HOMOPOLYMER_LONG).astype(np.int64), first, lengths)
-
-    # Rare-codon runs: runs of consecutive codons from the host's rare set.
-    is_rare = rare[codes]
-    change = np.ones(len(codes), dtype=bool)
-    change[1:] = is_rare[1:] != is_rare[:-1]
-    start, run_len, first = _run_lengths(change, codon_offsets)
-    rare_run = np.where(is_rare[start], run_len, 0)
-    longest_rare_run = _per_record(np.maximum, rare_run, first, n_codons)
-    rare_runs = _per_record(np.add, (rare_run >= 2).astype(np.int64), first, n_codons)
 
     # GC in sliding windows (WINDOW nt, every STEP nt; a shorter CDS is one window) and in the 5' end, a
     # proxy for the stability of 5' mRNA structure around the start codon.
@@ -111,8 +106,6 @@ def _chunk_features(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarr
         "counts": counts,
         "longest_homopolymer": longest_homopolymer,
         "homopolymers_ge6": long_homopolymers,
-        "longest_rare_codon_run": longest_rare_run,
-        "rare_codon_runs": rare_runs,
         "gc_window_mean": win_mean,
         "gc_window_std": np.sqrt(np.maximum(win_sq - win_mean**2, 0.0)),
         "gc_window_min": np.minimum.reduceat(win_gc, first_window),
@@ -121,14 +114,49 @@ def _chunk_features(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarr
     }
 
 
-def sequence_features(sequences: pa.Array, rare: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-record sequence features (and the (n, 64) codon counts under ``counts``), chunk by chunk."""
-    rare = np.zeros(64, dtype=bool) if rare is None else rare
+def _chunk_rare_runs(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarray]:
+    """Runs of consecutive codons from the host's rare set."""
+    _, _, _, codes, codon_offsets = _chunk_codons(sequences)
+    is_rare = rare[codes]
+    change = np.ones(len(codes), dtype=bool)
+    change[1:] = is_rare[1:] != is_rare[:-1]
+    start, run_len, first = _run_lengths(change, codon_offsets)
+    rare_run = np.where(is_rare[start], run_len, 0)
+    n_codons = np.diff(codon_offsets)
+    return {"longest_rare_codon_run": _per_record(np.maximum, rare_run, first, n_codons),
+            "rare_codon_runs": _per_record(np.add, (rare_run >= 2).astype(np.int64), first, n_codons)}
+
+
+def _by_chunks(compute, sequences: pa.Array) -> dict[str, np.ndarray]:
     lengths = np.diff(string_buffers(sequences)[1])
-    parts = [_chunk_features(sequences[c], rare) for c in record_chunks(lengths)]
-    if not parts:
-        return {"counts": np.zeros((0, 64), dtype=np.int64)}
+    parts = [compute(sequences[c]) for c in record_chunks(lengths) or [slice(0, 0)]]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def sequence_features(sequences: pa.Array) -> dict[str, np.ndarray]:
+    """Per-record sequence features that need no fitted setting (and the (n, 64) codon counts under
+    ``counts``), chunk by chunk. Computed once per record set and reused by every fold's builder."""
+    return _by_chunks(_chunk_features, sequences)
+
+
+def rare_codon_runs(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarray]:
+    """Longest run of rare codons and the number of runs of two or more, per record."""
+    return _by_chunks(lambda chunk: _chunk_rare_runs(chunk, rare), sequences)
+
+
+def every_row(rows: np.ndarray, n: int) -> bool:
+    """Whether ``rows`` is 0, 1, ..., n - 1: then a selection is the data itself, not a copy."""
+    return len(rows) == n and (n == 0 or (rows[0] == 0 and rows[-1] == n - 1 and bool(np.all(np.diff(rows) == 1))))
+
+
+def take_rows(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values if every_row(rows, len(values)) else values[rows] for name, values in features.items()}
+
+
+def take_records(array: pa.Array, rows: np.ndarray) -> pa.Array:
+    """``array[rows]`` for an Arrow array (sequences: the largest thing in memory), without a copy when
+    ``rows`` is every record."""
+    return array if every_row(rows, len(array)) else array.take(pa.array(rows, pa.int64()))
 
 
 @dataclass
@@ -173,10 +201,13 @@ class FeatureBuilder:
             + list(EVO2_COLUMNS)
         )
 
-    def transform(self, sequences: pa.Array, evo2: dict[str, np.ndarray]) -> np.ndarray:
+    def transform(self, sequences: pa.Array, evo2: dict[str, np.ndarray],
+                  stats: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(n, len(names)) float matrix; NaN marks a missing value (tAI without a tRNA table, errored
-        language-model features), which LightGBM handles natively."""
-        f = sequence_features(sequences, self.rare_codons)
+        language-model features), which LightGBM handles natively. ``stats``: these records'
+        ``sequence_features`` when already computed."""
+        f = {**(sequence_features(sequences) if stats is None else stats),
+             **rare_codon_runs(sequences, self.rare_codons)}
         counts = f["counts"].astype(np.float64)
         sense = counts[:, SENSE].sum(axis=1)
         freq = counts[:, SENSE] / np.maximum(sense, 1)[:, None]
@@ -191,7 +222,7 @@ class FeatureBuilder:
                    f["gc_window_max"], f["gc_5prime"], cai, tai, f["longest_rare_codon_run"], f["rare_codon_runs"],
                    rare_fraction, f["longest_homopolymer"], f["homopolymers_ge6"]]
         columns += [np.asarray(evo2[name], dtype=np.float64) for name in EVO2_COLUMNS]
-        return np.column_stack([c if c.ndim == 2 else c[:, None] for c in columns]).astype(np.float64)
+        return np.column_stack([c if c.ndim == 2 else c[:, None] for c in columns]).astype(np.float64, copy=False)
 
     def to_dict(self) -> dict:
         return {

@@ -8,7 +8,6 @@ be read as this table at all raises ``InputError`` with one line a person can ac
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,18 +68,51 @@ class ReleaseTable:
 
 def read_input_bytes(path: Path, expected: str) -> bytes:
     """The bytes of a user's input file, or one clear InputError (a folder, unreadable, binary data)."""
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected {expected}")
+    _refuse_folder(path, expected)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if b"\x00" in raw[: 1 << 16]:
-        raise InputError(f"{path}: binary data (NUL bytes), not {expected}")
+    _refuse_binary(path, raw[:HEAD_BYTES], expected)
     return raw
 
 
-def _parse(raw: bytes, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]:
+HEAD_BYTES = 1 << 16
+
+
+def _refuse_folder(path: Path, expected: str) -> None:
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected {expected}")
+
+
+def _refuse_binary(path: Path, head: bytes, expected: str) -> None:
+    if b"\x00" in head:
+        raise InputError(f"{path}: binary data (NUL bytes), not {expected}")
+
+
+def scan_input_file(path: Path, expected: str) -> tuple[str, bytes, bool]:
+    """(sha256, first line without line end, whether any byte is not whitespace) of a user's input
+    file, read in blocks; or one clear InputError (a folder, unreadable, binary data)."""
+    _refuse_folder(path, expected)
+    digest, first_line, has_text = hashlib.sha256(), b"", False
+    try:
+        with open(path, "rb") as handle:
+            block = handle.read(HEAD_BYTES)
+            _refuse_binary(path, block, expected)
+            digest.update(block)
+            block = block.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
+            while block:
+                has_text = has_text or re.search(rb"\S", block) is not None
+                if b"\n" not in first_line:
+                    first_line += block
+                block = handle.read(1 << 20)
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return digest.hexdigest(), first_line.split(b"\n", 1)[0].rstrip(b"\r"), has_text
+
+
+def _parse(path: Path, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]:
     malformed: list[MalformedRow] = []
 
     def on_invalid_row(row: pa_csv.InvalidRow) -> str:
@@ -89,7 +121,8 @@ def _parse(raw: bytes, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]
         return "skip"
 
     table = pa_csv.read_csv(
-        io.BytesIO(raw),
+        # Read from disk in blocks (the file is never held whole), never decompressed by its name.
+        pa.input_stream(str(path), compression=None),
         # Only single-threaded parsing numbers the rows it skips (and it is about as fast on 2 cores).
         # The header is named by us (stripped), so types apply whatever whitespace or CR the file has.
         read_options=pa_csv.ReadOptions(use_threads=False, block_size=1 << 24, column_names=header, skip_rows=1),
@@ -104,14 +137,9 @@ def _parse(raw: bytes, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]
 def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTable:
     """Parse one input file. ``limit`` keeps the first N data rows (malformed ones included)."""
     path = Path(path)
-    raw = read_input_bytes(path, "a tab-separated table file")
-    digest = hashlib.sha256(raw).hexdigest()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    if re.search(rb"\S", raw) is None:
+    digest, header_line, has_text = scan_input_file(path, "a tab-separated table file")
+    if not has_text:
         raise InputError(f"{path}: the file is empty")
-    newline = raw.find(b"\n")
-    header_line = (raw if newline < 0 else raw[:newline]).rstrip(b"\r")
     try:
         header = [name.strip() for name in header_line.decode("utf-8").split("\t")]
     except UnicodeDecodeError:
@@ -129,7 +157,7 @@ def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTab
         raise InputError(f"{path}: the header repeats a column name")
 
     try:
-        table, malformed = _parse(raw, header)
+        table, malformed = _parse(path, header)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0]
         raise InputError(f"{path}: not a readable tab-separated table ({reason})") from None

@@ -1,0 +1,41 @@
+"""Smoke test of `make bench`: every stage, the baseline ratio and the JSON, on a tiny generated table.
+Figures are printed, never asserted: timings belong to `make bench` on a quiet machine."""
+
+import importlib.util
+import json
+
+import pytest
+
+from bench.run import STAGES, main
+
+
+def test_bench_runs_every_stage_and_reports_the_baseline_ratio(tmp_path, capsys):
+    out = main(["--sizes", "400", "--repeats", "1", "--results-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    rows = {row["stage"]: row for row in report["results"]}
+    assert set(rows) == set(STAGES)
+    assert rows["convert"]["records"] == 400 and rows["graph"]["records"] == 400  # rows read, bad ones included
+    assert 300 < rows["features"]["records"] < 400  # the generator plants rejected rows
+    for row in rows.values():
+        assert row["seconds_min"] > 0 and row["peak_rss_mib"] > 50, row
+    for stage in ("convert", "features"):
+        assert rows[stage]["speedup_vs_original"] > 0
+        assert f"speed-up over the original approach, {stage} at 400 rows" in printed
+    assert (tmp_path / "data" / "S_cerevisiae_400.tsv").exists()
+
+
+def test_gpu_throughput_script_times_the_scorer_and_labels_a_stand_in(tmp_path, capsys):
+    """On this CPU machine, without evo2, the script must say it timed a stand-in, not Evo 2."""
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("evo2") is not None:
+        pytest.skip("evo2 is installed: the script would build the real network, not the stand-in")
+    from bench.gpu_evo2_throughput import main as gpu_main
+
+    out = gpu_main(["--device", "cpu", "--records", "6", "--length", "150", "--batch-sizes", "1", "4",
+                    "--max-context", "64", "--allow-stand-in", "--results-dir", str(tmp_path)])
+    report = json.loads(out.read_text())
+    assert report["model"].startswith("STAND-IN") and "STAND-IN" in capsys.readouterr().out
+    assert [r["batch_size"] for r in report["results"]] == [1, 4]
+    for row in report["results"]:
+        assert row["records"] == 6 and row["errors"] == 0 and row["tokens_per_s"] > 0
