@@ -99,7 +99,8 @@ def stage_graph(path: Path) -> tuple[int, float]:
     import tempfile
 
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "DAGSTER_HOME": home}
+        # A fresh instance with its own MLflow store (DAGSTER_HOME/mlflow), whatever the caller's environment.
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "DAGSTER_HOME": home}
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "codon_assets.cli", "run", "--input", str(path), "--host", HOST,
                         "--output-dir", str(Path(home) / "out"), "--train-surrogate"],

@@ -54,6 +54,10 @@ MODEL = ["enhanced_dataset", "surrogate_model"]
 DESIGN = ["codon_designs"]
 
 
+# Above this (about 110,000 records of the release layout) each step runs in a process of its own.
+LARGE_INPUT_BYTES = int(os.environ.get("CODON_CLI_LARGE_INPUT_BYTES", 200 * 2**20))
+
+
 def materialize_partition(host: str | None, selection: list[str], files: list[Path] | None = None,
                           run_config: dict | None = None, evo2_backend: str | None = None,
                           measured: Path | None = None):
@@ -62,9 +66,14 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
     import dagster as dg
 
     from codon_assets.definitions import build_resources, command_line_job
+    from resources.io_manager import release_unused_memory
 
     # Dagster's own console log is for the UI; the command line prints its own summary lines.
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    # Small inputs run their steps in this process (a step process costs seconds of imports); large ones
+    # one step per process, one at a time, so memory is one step's peak, not what earlier steps left behind.
+    large = files is not None and sum(f.stat().st_size for f in files) > LARGE_INPUT_BYTES
+    run_config["execution"] = {"config": {"multiprocess": {"max_concurrent": 1}} if large else {"in_process": {}}}
     resources = {}
     if evo2_backend:
         resources["evo2"] = {"config": {"backend": evo2_backend}}
@@ -83,9 +92,7 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
         result = dg.execute_job(dg.reconstructable(command_line_job), instance, run_config=run_config, tags=tags,
                                 asset_selection=[dg.AssetKey(name) for name in selection], raise_on_error=False)
         step_seconds = _step_seconds(instance, result.run_id)
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()  # the run's tables are gone; exports start from a lean process
+    release_unused_memory()  # the run's tables are gone; the exports start from a lean process
     return result, step_seconds
 
 

@@ -58,8 +58,9 @@ defs = dg.Definitions(
 
 
 def command_line_job() -> dg.JobDefinition:
-    """Every asset as one job that runs its steps in the calling process, for `codon-assets`: run through
-    `dg.execute_job`, which (unlike `materialize`) keeps no step's output in memory once it is stored, so
-    a 500,000-record partition holds one stage's tables at a time. Module level, so it is reconstructable."""
-    job = dg.define_asset_job("codon_assets_command_line", executor_def=dg.in_process_executor)
+    """Every asset as one job for `codon-assets`, run through `dg.execute_job`, which (unlike `materialize`)
+    keeps no step's output in memory once it is stored. Its executor is chosen per run: steps in the
+    calling process (fast start), or each step in a process of its own, so that a large partition's step
+    gives all its memory back when it ends. Module level, so it is reconstructable."""
+    job = dg.define_asset_job("codon_assets_command_line", executor_def=dg.multi_or_in_process_executor)
     return dg.Definitions(assets=ALL_ASSETS, jobs=[job], resources=build_resources()).resolve_job_def(job.name)

@@ -275,7 +275,10 @@ def train_and_track(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
     code_version="1",
     kinds={"lightgbm", "mlflow"},
     owners=OWNERS,
-    ins={"enhanced_dataset": dg.AssetIn(metadata={"columns": TRAINING_COLUMNS}), "evo2_features": dg.AssetIn()},
+    # Training reads these columns of the enhanced records, and of the features only the Markov model stored
+    # in their schema (one small column comes along).
+    ins={"enhanced_dataset": dg.AssetIn(metadata={"columns": TRAINING_COLUMNS}),
+         "evo2_features": dg.AssetIn(metadata={"columns": ["protein_id"]})},
     automation_condition=FOLLOWS_UPSTREAM,
     description=(
         "Per-host LightGBM quantile surrogate (mu at alpha 0.5, sigma = q0.84 - mu) on measured log10 "
@@ -299,7 +302,7 @@ def surrogate_model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
     owners=OWNERS,
     ins={
         "enhanced_dataset": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"columns": TRAINING_COLUMNS}),
-        "evo2_features": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+        "evo2_features": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"columns": ["protein_id"]}),
     },
     automation_condition=FOLLOWS_HOSTS,
     description=(

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
@@ -12,9 +13,13 @@ from codon_assets.cli import main
 from codon_assets_tests.conftest import EXAMPLES, ROOT, shared_file, write_tsv
 
 
-def run_cli(*args, env_home=None):
+def run_cli(*args, env_home=None, extra_env=None):
     """The installed entry point in a subprocess, as a user would run it."""
-    env = {**os.environ, "DAGSTER_HOME": str(env_home)} if env_home else dict(os.environ)
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: a store used by an earlier test must not leak in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    if env_home:
+        env["DAGSTER_HOME"] = str(env_home)
+    env.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "codon_assets.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=900)
 
@@ -160,3 +165,17 @@ def test_train_then_predict_from_pkl_and_registry(dagster_home, tmp_path):
     mu = [float(line.split("\t")[1]) for line in lines[1:]]
     assert len(set(mu)) > 50  # real per-record predictions, not a constant
     assert main(["predict", "--model", "no-such-model", "--input", str(heldout), "--output", str(tmp_path / "x.tsv")]) == 1
+
+
+def test_large_inputs_run_each_step_in_its_own_process(dagster_home, tmp_path):
+    """Above the size threshold the run uses Dagster's multiprocess executor, one step at a time."""
+    proc = run_cli("run", "--input", EXAMPLES / "Pic.tsv", "--output-dir", tmp_path / "out",
+                   extra_env={"CODON_CLI_LARGE_INPUT_BYTES": "0"})
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "out" / "pipeline_results.json").read_text())
+    assert results["status"] == "success" and results["steps"]["evo2_features"]["error"] == 0
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(results["dagster_run_id"])
+        assert run.run_config["execution"]["config"] == {"multiprocess": {"max_concurrent": 1}}
+        workers = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED)
+        assert len(workers) >= 3  # one process per step

@@ -23,7 +23,7 @@ from codon_assets.core.surrogate import (
     grouped_folds,
     training_set,
 )
-from codon_assets.core.surrogate_features import rare_codon_runs, sequence_features
+from codon_assets.core.surrogate_features import EVO2_COLUMNS, FeatureBuilder, rare_codon_runs, sequence_features
 from codon_assets.core.tsv import read_release_table
 from codon_assets.surrogate import build_enhanced
 from codon_assets_tests.conftest import EXAMPLES, ROOT
@@ -148,6 +148,16 @@ def test_sequence_features_against_plain_python():
     rare = np.zeros(64, dtype=bool)
     rare[[CODONS.index("GCG"), CODONS.index("CGA")]] = True
     f = {**sequence_features(pa.array(seqs)), **rare_codon_runs(pa.array(seqs), rare)}
+    # A chunked column (as read from Parquet) gives the same features, chunk by chunk.
+    chunked = pa.chunked_array([pa.array(seqs[:7]), pa.array(seqs[7:])])
+    for name, values in {**sequence_features(chunked), **rare_codon_runs(chunked, rare)}.items():
+        assert np.array_equal(values, f[name]), name
+    # The feature matrix is the same whether built in blocks of 5 records, from a chunked column, or at once.
+    builder = FeatureBuilder.fit(f["counts"], "S_cerevisiae")
+    evo2 = {name: np.linspace(0.1, 0.9, len(seqs)) for name in EVO2_COLUMNS}
+    whole = builder.transform(pa.array(seqs), evo2)
+    assert whole.shape == (len(seqs), len(builder.names))
+    assert np.allclose(builder.transform(chunked, evo2, block_rows=5), whole, rtol=1e-12, atol=0, equal_nan=True)
     for i, s in enumerate(seqs):
         runs = [len(list(g)) for _, g in itertools.groupby(s)]
         assert f["longest_homopolymer"][i] == max(runs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -21,6 +22,25 @@ def write_parquet_atomic(table: pa.Table, path: Path, row_group_size: int = 65_5
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _glibc_malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
+def release_unused_memory() -> None:
+    """Hand memory freed by the previous step back to the system: Arrow's allocator keeps freed blocks for
+    reuse, and so does glibc's heap (numpy's small and medium arrays). Without this a run that executes its
+    steps in one process (the command line) needs the sum of its steps' peaks instead of the largest."""
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -43,15 +63,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pa.Table | dict[str, pa.Table]:
         """The stored table; only the columns named in the input's ``columns`` metadata when it has one."""
-        # Arrow's allocator keeps freed memory for reuse: hand the previous step's tables back to the system
-        # before reading this one, or a run's footprint becomes the sum of its steps' peaks.
-        pa.default_memory_pool().release_unused()
+        release_unused_memory()  # the previous step's tables are gone by now
         columns = (context.definition_metadata or {}).get("columns")
         if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
             # A many-partition input (e.g. every host): the partitions that have been materialized.
             paths = {key: self._path(context, key) for key in context.asset_partition_keys}
-            return {key: pq.read_table(path, columns=columns) for key, path in paths.items() if path.exists()}
-        path = self._path(context)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: materialize {context.asset_key.to_user_string()} first")
-        return pq.read_table(path, columns=columns)
+            tables = {key: pq.read_table(path, columns=columns) for key, path in paths.items() if path.exists()}
+        else:
+            path = self._path(context)
+            if not path.exists():
+                raise FileNotFoundError(f"{path} does not exist: materialize {context.asset_key.to_user_string()} first")
+            tables = pq.read_table(path, columns=columns)
+        release_unused_memory()  # the reader's decompression buffers
+        return tables

@@ -59,7 +59,7 @@ class TrainingSet:
     """Records of one or more hosts with their target. ``host`` is per record."""
 
     protein_id: pa.Array
-    sequences: pa.Array
+    sequences: pa.Array | pa.ChunkedArray  # chunked as read: the largest column is never copied whole
     evo2: dict[str, np.ndarray]  # EVO2_COLUMNS
     target: np.ndarray
     host: np.ndarray  # host key per record
@@ -189,7 +189,8 @@ def _fit_boosters(x: np.ndarray, y: np.ndarray, categorical: list[int], seed: in
     trees). Each tree of these small models is cheap and barely speeds up with a second thread, so with two
     or more threads each booster gets half of them and both grow at once (LightGBM releases the GIL)."""
     dataset = lgb.Dataset(x, y, categorical_feature=categorical or "auto",
-                          params={"max_bin": LGB_PARAMS["max_bin"], "verbose": -1}, free_raw_data=False)
+                          params={"max_bin": LGB_PARAMS["max_bin"], "verbose": -1}).construct()
+    del x  # binned now; the caller passes the matrix without keeping it, so its memory goes back here
     threads = LGB_PARAMS["num_threads"]
     params = {**LGB_PARAMS, "objective": "quantile", "seed": seed, "num_threads": max(1, threads // 2)}
     boosters = [lgb.Booster({**params, "alpha": alpha}, dataset) for alpha in (ALPHA_MU, ALPHA_HI)]
@@ -210,9 +211,10 @@ def fit_surrogate(data: TrainingSet, rows: np.ndarray, backend: str, seed: int =
     builders = _fit_builders(data, rows)
     names = next(iter(builders.values())).names + (["host"] if len(hosts) > 1 else [])
     model = SurrogateModel(hosts, builders, names, None, None, backend, label_source=data.label_source)
-    x = model.matrix(take_records(data.sequences, rows), take_rows(data.evo2, rows), data.host[rows],
-                     take_rows(data.stats, rows))
-    model.mu, model.hi = _fit_boosters(x, data.target[rows], [len(names) - 1] if len(hosts) > 1 else [], seed)
+    model.mu, model.hi = _fit_boosters(
+        model.matrix(take_records(data.sequences, rows), take_rows(data.evo2, rows), data.host[rows],
+                     take_rows(data.stats, rows)),
+        data.target[rows], [len(names) - 1] if len(hosts) > 1 else [], seed)
     counts = data.stats["counts"][rows]
     gc = counts @ GC_PER_CODON / np.maximum(3 * counts.sum(axis=1), 1)
     for key in hosts:
@@ -320,7 +322,7 @@ def training_set(enhanced: pa.Table) -> TrainingSet:
         table = table.take(pa.array(rows, pa.int64()))
     return TrainingSet(
         protein_id=table["protein_id"].combine_chunks(),
-        sequences=table["sequence"].combine_chunks(),
+        sequences=table["sequence"],
         evo2={name: table[name].to_numpy(zero_copy_only=False).astype(float) for name in EVO2_COLUMNS},
         target=target[rows],
         host=np.array(table["host"].to_pylist()),

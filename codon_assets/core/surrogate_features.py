@@ -79,7 +79,7 @@ def _chunk_features(sequences: pa.Array) -> dict[str, np.ndarray]:
     lengths = np.diff(offsets)
     n_codons = np.diff(codon_offsets)
     record = np.repeat(np.arange(len(n_codons)), n_codons)
-    counts = np.bincount(record * 64 + codes, minlength=64 * len(n_codons)).reshape(-1, 64)
+    counts = np.bincount(record * 64 + codes, minlength=64 * len(n_codons)).reshape(-1, 64).astype(np.int32)
 
     # Homopolymers: runs of one base.
     change = np.ones(len(base), dtype=bool)
@@ -127,19 +127,21 @@ def _chunk_rare_runs(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndar
             "rare_codon_runs": _per_record(np.add, (rare_run >= 2).astype(np.int64), first, n_codons)}
 
 
-def _by_chunks(compute, sequences: pa.Array) -> dict[str, np.ndarray]:
-    lengths = np.diff(string_buffers(sequences)[1])
-    parts = [compute(sequences[c]) for c in record_chunks(lengths) or [slice(0, 0)]]
+def _by_chunks(compute, sequences: pa.Array | pa.ChunkedArray) -> dict[str, np.ndarray]:
+    # A chunked column (as read from Parquet) is walked chunk by chunk, never combined into one copy.
+    arrays = sequences.chunks if isinstance(sequences, pa.ChunkedArray) else [sequences]
+    parts = [compute(array[c]) for array in arrays for c in record_chunks(np.diff(string_buffers(array)[1]))]
+    parts = parts or [compute(pa.array([], pa.string()))]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def sequence_features(sequences: pa.Array) -> dict[str, np.ndarray]:
+def sequence_features(sequences: pa.Array | pa.ChunkedArray) -> dict[str, np.ndarray]:
     """Per-record sequence features that need no fitted setting (and the (n, 64) codon counts under
     ``counts``), chunk by chunk. Computed once per record set and reused by every fold's builder."""
     return _by_chunks(_chunk_features, sequences)
 
 
-def rare_codon_runs(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndarray]:
+def rare_codon_runs(sequences: pa.Array | pa.ChunkedArray, rare: np.ndarray) -> dict[str, np.ndarray]:
     """Longest run of rare codons and the number of runs of two or more, per record."""
     return _by_chunks(lambda chunk: _chunk_rare_runs(chunk, rare), sequences)
 
@@ -153,7 +155,7 @@ def take_rows(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np
     return {name: values if every_row(rows, len(values)) else values[rows] for name, values in features.items()}
 
 
-def take_records(array: pa.Array, rows: np.ndarray) -> pa.Array:
+def take_records(array: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Array | pa.ChunkedArray:
     """``array[rows]`` for an Arrow array (sequences: the largest thing in memory), without a copy when
     ``rows`` is every record."""
     return array if every_row(rows, len(array)) else array.take(pa.array(rows, pa.int64()))
@@ -201,13 +203,22 @@ class FeatureBuilder:
             + list(EVO2_COLUMNS)
         )
 
-    def transform(self, sequences: pa.Array, evo2: dict[str, np.ndarray],
-                  stats: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def transform(self, sequences: pa.Array | pa.ChunkedArray, evo2: dict[str, np.ndarray],
+                  stats: dict[str, np.ndarray] | None = None, block_rows: int = 65_536) -> np.ndarray:
         """(n, len(names)) float matrix; NaN marks a missing value (tAI without a tRNA table, errored
         language-model features), which LightGBM handles natively. ``stats``: these records'
-        ``sequence_features`` when already computed."""
-        f = {**(sequence_features(sequences) if stats is None else stats),
-             **rare_codon_runs(sequences, self.rare_codons)}
+        ``sequence_features`` when already computed. Filled ``block_rows`` records at a time, so the
+        intermediate per-codon arrays never exist for a whole partition."""
+        out = np.empty((len(sequences), len(self.names)))
+        for start in range(0, len(sequences), block_rows):
+            rows = slice(start, start + block_rows)
+            block = sequences[rows]  # zero-copy slice
+            f = {**(sequence_features(block) if stats is None else {k: v[rows] for k, v in stats.items()}),
+                 **rare_codon_runs(block, self.rare_codons)}
+            out[rows] = self._matrix(f, {name: evo2[name][rows] for name in EVO2_COLUMNS})
+        return out
+
+    def _matrix(self, f: dict[str, np.ndarray], evo2: dict[str, np.ndarray]) -> np.ndarray:
         counts = f["counts"].astype(np.float64)
         sense = counts[:, SENSE].sum(axis=1)
         freq = counts[:, SENSE] / np.maximum(sense, 1)[:, None]
@@ -222,7 +233,7 @@ class FeatureBuilder:
                    f["gc_window_max"], f["gc_5prime"], cai, tai, f["longest_rare_codon_run"], f["rare_codon_runs"],
                    rare_fraction, f["longest_homopolymer"], f["homopolymers_ge6"]]
         columns += [np.asarray(evo2[name], dtype=np.float64) for name in EVO2_COLUMNS]
-        return np.column_stack([c if c.ndim == 2 else c[:, None] for c in columns]).astype(np.float64, copy=False)
+        return np.column_stack([c if c.ndim == 2 else c[:, None] for c in columns])
 
     def to_dict(self) -> dict:
         return {
