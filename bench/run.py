@@ -49,7 +49,8 @@ def stage_features(path: Path) -> tuple[int, float]:
     `evo2_features` does with backend=markov, without the cache). Conversion is done first, untimed."""
     records = featured(path)[0].select(["protein_id", "sequence", "seq_sha256"])
     started = time.perf_counter()
-    model = MarkovCdsModel.train(records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist())
+    model = MarkovCdsModel.train(records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist(),
+                                 workers=os.cpu_count() or 1)
     table, _ = extract_features(records, MarkovBatchScorer(model, workers=os.cpu_count() or 1))
     return table.num_rows, time.perf_counter() - started
 

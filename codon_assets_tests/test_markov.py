@@ -11,6 +11,7 @@ from codon_assets.core.convert import ConversionSettings, convert_files
 from codon_assets.core.genetic_code import CODON_TO_AA, CODONS
 from codon_assets.core.hosts import get_host
 from codon_assets.core.markov import MarkovCdsModel, fold_of
+from codon_assets.core.sequence_stats import codon_counts
 from codon_assets.core.tsv import read_release_table
 from codon_assets_tests.conftest import EXAMPLES
 
@@ -85,9 +86,12 @@ def test_no_record_is_scored_by_its_own_counts():
 def test_deterministic_and_independent_of_row_order(yeast):
     sequences, shas = yeast
     first = MarkovCdsModel.train(sequences, shas).score_stats(sequences, shas)
-    again = MarkovCdsModel.train(sequences, shas).score_stats(sequences, shas, workers=2)
+    threaded = MarkovCdsModel.train(sequences, shas, workers=2)
+    assert np.array_equal(threaded.full, MarkovCdsModel.train(sequences, shas).full)  # counted in 2 threads
+    again = threaded.score_stats(sequences, shas, workers=2)
     for name in first:
         assert np.array_equal(first[name], again[name])
+    assert np.array_equal(codon_counts(sequences, workers=2), codon_counts(sequences))
     perm = np.random.default_rng(0).permutation(len(shas))
     shuffled_seqs = sequences.take(pa.array(perm))
     shuffled = MarkovCdsModel.train(shuffled_seqs, [shas[i] for i in perm]).score_stats(shuffled_seqs, [shas[i] for i in perm])

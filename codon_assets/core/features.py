@@ -8,6 +8,7 @@ per record and may fail record by record.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -204,7 +205,7 @@ def extract_features(
         cache.compact(scorer.backend, scorer.model_version)
 
     failed = np.array([e is not None for e in errors], dtype=bool)
-    counts = codon_counts(sequences)
+    counts = codon_counts(sequences, workers=os.cpu_count() or 1)
     gc = gc_content(counts)
     entropy = codon_entropy(counts)
     table = pa.table(

@@ -123,26 +123,38 @@ class MarkovCdsModel:
         order: int = DEFAULT_ORDER,
         folds: int = DEFAULT_FOLDS,
         pseudocount: float = DEFAULT_PSEUDOCOUNT,
+        workers: int = 1,
     ) -> MarkovCdsModel:
-        """Count contexts in the CDS (upper-case A/C/G/T, whole codons), per fold."""
+        """Count contexts in the CDS (upper-case A/C/G/T, whole codons), per fold; chunks are counted in
+        ``workers`` threads (numpy releases the GIL for most of the work)."""
         if not 0 <= order <= 8:
             raise ValueError("order must be between 0 and 8")
         fold = fold_of(seq_sha256, folds)
         full = np.zeros((folds, 3 * 4**order * 4), dtype=np.int64)
         near = [np.zeros((folds, 3 * 4**k * 4), dtype=np.int64) for k in range(order)]
-        for f, subset in _groups(sequences, fold, folds):
-            for chunk in record_chunks(np.diff(string_buffers(subset)[1])):
-                base, offsets = _coded(subset[chunk])
-                ctx = _contexts(base, order)
-                index = _phase_index(base, ctx, order)
-                position, j = _start_positions(offsets, order)
-                deep = np.ones(len(base), dtype=bool)
-                deep[position] = False  # too close to a CDS start for a full context: counted below
-                full[f] += np.bincount(index[deep], minlength=full.shape[1])
-                for k in range(order):
-                    sel = j >= k
-                    at = position[sel]
-                    near[k][f] += np.bincount(_low_index(j[sel], ctx[at], base[at], k), minlength=near[k].shape[1])
+
+        def count(job: tuple[int, pa.Array]) -> tuple[int, np.ndarray, list[np.ndarray]]:
+            f, chunk = job
+            base, offsets = _coded(chunk)
+            ctx = _contexts(base, order)
+            index = _phase_index(base, ctx, order)
+            position, j = _start_positions(offsets, order)
+            deep = np.ones(len(base), dtype=bool)
+            deep[position] = False  # too close to a CDS start for a full context: counted below
+            near_counts = []
+            for k in range(order):
+                sel = j >= k
+                at = position[sel]
+                near_counts.append(np.bincount(_low_index(j[sel], ctx[at], base[at], k), minlength=near[k].shape[1]))
+            return f, np.bincount(index[deep], minlength=full.shape[1]), near_counts
+
+        jobs = [(f, subset[chunk]) for f, subset in _groups(sequences, fold, folds)
+                for chunk in record_chunks(np.diff(string_buffers(subset)[1]))]
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for f, full_counts, near_counts in pool.map(count, jobs):
+                full[f] += full_counts
+                for k, counts in enumerate(near_counts):
+                    near[k][f] += counts
         training_hash = hashlib.sha256("".join(sorted(seq_sha256)).encode()).hexdigest()
         return cls(
             order, folds, pseudocount, training_hash, full.reshape(folds, 3, 4**order, 4),

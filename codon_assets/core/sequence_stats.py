@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 
@@ -17,10 +19,12 @@ def gc_content(counts: np.ndarray) -> np.ndarray:
     return (counts @ _GC_PER_CODON) / np.maximum(bases, 1)
 
 
-def codon_counts(sequences: pa.Array) -> np.ndarray:
-    """(records, 64) codon counts, columns in ``CODONS`` order; sequences must be whole-codon A/C/G/T."""
+def codon_counts(sequences: pa.Array, workers: int = 1) -> np.ndarray:
+    """(records, 64) codon counts, columns in ``CODONS`` order; sequences must be whole-codon A/C/G/T.
+    Chunks are counted in ``workers`` threads."""
     counts = np.zeros((len(sequences), 64), dtype=np.int64)
-    for chunk in record_chunks(np.diff(string_buffers(sequences)[1])):
+
+    def count(chunk: slice) -> None:
         data, offsets = string_buffers(sequences[chunk])
         base, acgt = base_codes(data)
         if not acgt.all():
@@ -29,6 +33,9 @@ def codon_counts(sequences: pa.Array) -> np.ndarray:
         codes = codon_codes(base, offsets[:-1], n_codons)
         record = np.repeat(np.arange(len(n_codons)), n_codons)
         counts[chunk] = np.bincount(record * 64 + codes, minlength=64 * len(n_codons)).reshape(-1, 64)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(count, record_chunks(np.diff(string_buffers(sequences)[1]))))
     return counts
 
 

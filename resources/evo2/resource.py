@@ -90,6 +90,7 @@ class Evo2Resource(dg.ConfigurableResource):
             model = MarkovCdsModel.train(
                 records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist(),
                 order=self.markov_order, folds=self.markov_folds, pseudocount=self.markov_pseudocount,
+                workers=os.cpu_count() or 1,
             )
             return MarkovBatchScorer(model, workers=os.cpu_count() or 1), model
         if self._token_scorer is None:
