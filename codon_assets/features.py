@@ -12,6 +12,7 @@ from codon_assets.partitions import host_check, host_partitions
 from resources.evo2 import Evo2Resource
 
 FEATURES = dg.AssetKey("evo2_features")
+SCORED_COLUMNS = ["protein_id", "sequence", "seq_sha256"]  # what extract_features reads of a converted record
 PROBABILITY_COLUMNS = ("avg_confidence", "max_confidence", "min_confidence", "std_confidence")
 
 
@@ -40,7 +41,7 @@ class FeatureCheckConfig(dg.Config):
     # already cached are not recomputed on retry.
     retry_policy=dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL),
     # Only what scoring reads: the other columns of 500,000 records would double the step's memory.
-    ins={"converted_dataset": dg.AssetIn(metadata={"columns": ["protein_id", "sequence", "seq_sha256"]})},
+    ins={"converted_dataset": dg.AssetIn(metadata={"columns": SCORED_COLUMNS})},
     description=(
         "Per-record DNA language-model features of the converted CDS: statistics of the probability the "
         "model gives each true base (confidence), mean log-likelihood per base and perplexity, with GC "
@@ -58,7 +59,7 @@ class FeatureCheckConfig(dg.Config):
 )
 def evo2_features(context: dg.AssetExecutionContext, config: FeatureCheckConfig, evo2: Evo2Resource,
                   converted_dataset: pa.Table):
-    records = converted_dataset.select(["protein_id", "sequence", "seq_sha256"])
+    records = converted_dataset.select(SCORED_COLUMNS)
     scorer, markov_model = evo2.scorer_for(records)
     context.log.info(f"scoring {records.num_rows} records with {scorer.backend} ({scorer.model_version})")
     next_report = [evo2.progress_every]

@@ -14,6 +14,17 @@ EXAMPLES = ROOT / "examples" / "data"
 SHARED_DATA = Path(os.environ.get("CODON_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def isolated_mlflow_environment():
+    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI: without this, the store one test activates
+    would become the default store of every later test and of the processes they start."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[name]
+    os.environ.update(saved)
+
+
 def shared_file(relative: str) -> Path:
     path = SHARED_DATA / relative
     if not path.exists():

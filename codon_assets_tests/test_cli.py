@@ -15,10 +15,7 @@ from codon_assets_tests.conftest import EXAMPLES, ROOT, shared_file, write_tsv
 
 def run_cli(*args, env_home=None, extra_env=None):
     """The installed entry point in a subprocess, as a user would run it."""
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: a store used by an earlier test must not leak in.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    if env_home:
-        env["DAGSTER_HOME"] = str(env_home)
+    env = {**os.environ, "DAGSTER_HOME": str(env_home)} if env_home else dict(os.environ)
     env.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "codon_assets.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=900)

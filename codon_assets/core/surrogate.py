@@ -211,14 +211,14 @@ def fit_surrogate(data: TrainingSet, rows: np.ndarray, backend: str, seed: int =
     builders = _fit_builders(data, rows)
     names = next(iter(builders.values())).names + (["host"] if len(hosts) > 1 else [])
     model = SurrogateModel(hosts, builders, names, None, None, backend, label_source=data.label_source)
+    stats, host = take_rows(data.stats, rows), data.host[rows]
     model.mu, model.hi = _fit_boosters(
-        model.matrix(take_records(data.sequences, rows), take_rows(data.evo2, rows), data.host[rows],
-                     take_rows(data.stats, rows)),
+        model.matrix(take_records(data.sequences, rows), take_rows(data.evo2, rows), host, stats),
         data.target[rows], [len(names) - 1] if len(hosts) > 1 else [], seed)
-    counts = data.stats["counts"][rows]
+    counts = stats["counts"]
     gc = counts @ GC_PER_CODON / np.maximum(3 * counts.sum(axis=1), 1)
     for key in hosts:
-        mine = data.host[rows] == key
+        mine = host == key
         model.host_profiles[key] = {"codon_counts": counts[mine].sum(axis=0).tolist(),
                                     "gc_window": [float(np.percentile(gc[mine], 5)), float(np.percentile(gc[mine], 95))]}
     return model

@@ -22,14 +22,8 @@ from codon_assets.core.codon_metrics import (
     relative_adaptiveness,
     tai_weights,
 )
-from codon_assets.core.genetic_code import (
-    CODON_TO_AA,
-    CODONS,
-    base_codes,
-    codon_codes,
-    record_chunks,
-    string_buffers,
-)
+from codon_assets.core.genetic_code import CODON_TO_AA, CODONS, record_chunks, string_buffers
+from codon_assets.core.sequence_stats import counts_per_record, decode_codons
 
 SENSE = np.array([CODON_TO_AA[c] != "*" for c in CODONS])
 GC3_CODON = np.array([c[2] in "GC" for c in CODONS])
@@ -64,22 +58,15 @@ def _per_record(reduce: np.ufunc, values: np.ndarray, first: np.ndarray, lengths
 
 
 def _chunk_codons(sequences: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(bytes, base codes, offsets, codon codes, codon offsets) of a chunk of A/C/G/T records."""
-    data, offsets = string_buffers(sequences)
-    base, acgt = base_codes(data)
-    if not acgt.all():
-        raise ValueError("sequences must be upper-case A/C/G/T only")
-    n_codons = np.diff(offsets) // 3
-    codes = codon_codes(base, offsets[:-1], n_codons)
-    return data, base, offsets, codes, np.concatenate([[0], np.cumsum(n_codons)])
+    """``decode_codons`` of a chunk, and its codon offsets (record i's codons are codes[co[i]:co[i+1]])."""
+    data, base, offsets, codes = decode_codons(sequences)
+    return data, base, offsets, codes, np.concatenate([[0], np.cumsum(np.diff(offsets) // 3)])
 
 
 def _chunk_features(sequences: pa.Array) -> dict[str, np.ndarray]:
     data, base, offsets, codes, codon_offsets = _chunk_codons(sequences)
     lengths = np.diff(offsets)
-    n_codons = np.diff(codon_offsets)
-    record = np.repeat(np.arange(len(n_codons)), n_codons)
-    counts = np.bincount(record * 64 + codes, minlength=64 * len(n_codons)).reshape(-1, 64).astype(np.int32)
+    counts = counts_per_record(codes, np.diff(codon_offsets)).astype(np.int32)
 
     # Homopolymers: runs of one base.
     change = np.ones(len(base), dtype=bool)

@@ -66,6 +66,9 @@ class ReleaseTable:
         return self.table.num_rows + len(self.malformed)
 
 
+HEAD_BYTES = 1 << 16  # what is looked at for binary data
+
+
 def read_input_bytes(path: Path, expected: str) -> bytes:
     """The bytes of a user's input file, or one clear InputError (a folder, unreadable, binary data)."""
     _refuse_folder(path, expected)
@@ -75,9 +78,6 @@ def read_input_bytes(path: Path, expected: str) -> bytes:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     _refuse_binary(path, raw[:HEAD_BYTES], expected)
     return raw
-
-
-HEAD_BYTES = 1 << 16
 
 
 def _refuse_folder(path: Path, expected: str) -> None:
