@@ -88,6 +88,15 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
     if resources:
         run_config["resources"] = {**run_config.get("resources", {}), **resources}
     tags = {"codon_assets/source": "cli", **({"dagster/partition": host} if host else {})}
+    # Two first runs on a new instance would both create its sqlite tables ("table ... already exists"):
+    # the first opening of each storage is serialised by a lock file in DAGSTER_HOME.
+    from filelock import FileLock
+
+    with FileLock(str(Path(os.environ["DAGSTER_HOME"]) / ".storage-init.lock"), timeout=300):
+        with dg.DagsterInstance.get() as instance:
+            instance.get_runs(limit=1)
+            instance.all_instigator_state()
+            instance.get_latest_materialization_event(dg.AssetKey("raw_tsv"))
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(dg.reconstructable(command_line_job), instance, run_config=run_config, tags=tags,
                                 asset_selection=[dg.AssetKey(name) for name in selection], raise_on_error=False)
