@@ -64,18 +64,25 @@ CHROMIUM = os.environ.get("CODON_CHROMIUM", "/usr/bin/chromium")
 class LiveDagster:
     """A running `dagster dev` and its GraphQL endpoint."""
 
-    def __init__(self, url: str, home: Path, log: Path):
+    def __init__(self, url: str, home: Path, log: Path, process: subprocess.Popen):
         self.url = url
         self.home = home
         self.log = log
+        self.process = process
         self.http = requests.Session()
+        # One connection per request. The webserver (uvicorn) closes a keep-alive connection after 5 s idle,
+        # and the backfill poll sleeps 5 s: a request sent on a pooled connection just as the server closes
+        # it gets "Connection reset by peer" (a POST is not retried), which looked like the server dying.
+        self.http.headers["Connection"] = "close"
 
     def gql(self, query: str, variables: dict | None = None) -> dict:
         try:
             response = self.http.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
                                       timeout=120)
         except requests.ConnectionError as exc:
-            raise AssertionError(f"the webserver stopped answering ({exc}); end of the dagster dev log:\n"
+            exited = self.process.poll()
+            state = "still running" if exited is None else f"exited with {exited}"
+            raise AssertionError(f"the webserver stopped answering ({exc}); dagster dev {state}; end of its log:\n"
                                  f"{self.log_tail()}") from None
         assert response.ok, f"GraphQL answered {response.status_code}: {response.text[:2000]}"
         body = response.json()
@@ -152,7 +159,7 @@ def live(tmp_path_factory) -> LiveDagster:
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_default_signals,
         )
-    server = LiveDagster(f"http://127.0.0.1:{port}", home, log)
+    server = LiveDagster(f"http://127.0.0.1:{port}", home, log, process)
     try:
         _wait_until_ready(server, process)
         yield server
