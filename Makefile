@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,torch,docker]'
+	$(BIN)/pip install --quiet -e '.[dev,torch,docker,k8s]'
 	touch $@
 
 home:

@@ -223,13 +223,21 @@ def test_k8s_tags_put_the_run_on_a_gpu_node():
     assert "dagster-k8s/config" in job.tags
 
 
-def test_k8s_tags_parse_with_dagster_k8s():
-    pytest.importorskip("dagster_k8s", reason="dagster-k8s is not installed")
-    from dagster_k8s.job import get_user_defined_k8s_config
+def test_k8s_run_launcher_builds_a_gpu_pod_from_the_tags():
+    """The Kubernetes Job body dagster-k8s makes from the run's tags, as K8sRunLauncher sends it."""
+    pytest.importorskip("dagster_k8s", reason="dagster-k8s is not installed (the `k8s` extra)")
+    from dagster_k8s.client import PatchedApiClient
+    from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
 
-    tags = {key: json.dumps(value) for key, value in evo2_k8s_tags({}).items()}
-    parsed = get_user_defined_k8s_config(tags)
-    assert parsed.pod_spec_config["node_selector"] == {"nvidia.com/gpu.present": "true"}
+    run_tags = {key: json.dumps(value) for key, value in evo2_k8s_tags({}).items()}  # tags are strings
+    job_config = DagsterK8sJobConfig(job_image="codon-assets-evo2:test", dagster_home="/opt/dagster/dagster_home",
+                                     image_pull_policy="IfNotPresent")
+    job = construct_dagster_k8s_job(job_config, ["dagster", "api", "execute_run"], "dagster-run-test",
+                                    get_user_defined_k8s_config(run_tags), labels={}, env_vars=[])
+    pod = PatchedApiClient().sanitize_for_serialization(job)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 # ------------------------------------------------------------------------------------- dagster.yaml files
