@@ -35,6 +35,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 HOST = "S_cerevisiae"
+WORKERS = os.cpu_count() or 1  # what Evo2Resource gives the Markov backend
 
 
 def stage_convert(path: Path) -> tuple[int, float]:
@@ -49,10 +50,15 @@ def stage_features(path: Path) -> tuple[int, float]:
     `evo2_features` does with backend=markov, without the cache). Conversion is done first, untimed."""
     records = featured(path)[0].select(["protein_id", "sequence", "seq_sha256"])
     started = time.perf_counter()
-    model = MarkovCdsModel.train(records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist(),
-                                 workers=os.cpu_count() or 1)
-    table, _ = extract_features(records, MarkovBatchScorer(model, workers=os.cpu_count() or 1))
+    table = markov_features(records)
     return table.num_rows, time.perf_counter() - started
+
+
+def markov_features(records: pa.Table) -> pa.Table:
+    """The Markov backend trained on the records, then scoring them all."""
+    model = MarkovCdsModel.train(records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist(),
+                                 workers=WORKERS)
+    return extract_features(records, MarkovBatchScorer(model, workers=WORKERS))[0]
 
 
 def featured(path: Path) -> tuple[pa.Table, pa.Table]:
@@ -60,10 +66,8 @@ def featured(path: Path) -> tuple[pa.Table, pa.Table]:
     converted_file, features_file = path.with_suffix(".valid.parquet"), path.with_suffix(".features.parquet")
     if not features_file.exists():
         result = convert_files([read_release_table(path)], get_host(HOST), ConversionSettings())
-        model = MarkovCdsModel.train(result.valid["sequence"].combine_chunks(), result.valid["seq_sha256"].to_pylist())
-        table, _ = extract_features(result.valid, MarkovBatchScorer(model, workers=os.cpu_count() or 1))
         pq.write_table(result.valid, converted_file)
-        pq.write_table(table, features_file)
+        pq.write_table(markov_features(result.valid), features_file)
     return pq.read_table(converted_file), pq.read_table(features_file)
 
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from resources.paths import PROJECT_ROOT, dagster_home
 
 
@@ -64,6 +63,7 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
     """Materialize the selected assets for one host partition (None: the unpartitioned ones) on the
     persistent instance."""
     import dagster as dg
+    from filelock import FileLock
 
     from codon_assets.definitions import build_resources, command_line_job
     from resources.io_manager import release_unused_memory
@@ -90,14 +90,12 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
     tags = {"codon_assets/source": "cli", **({"dagster/partition": host} if host else {})}
     # Two first runs on a new instance would both create its sqlite tables ("table ... already exists"):
     # the first opening of each storage is serialised by a lock file in DAGSTER_HOME.
-    from filelock import FileLock
-
     with FileLock(str(Path(os.environ["DAGSTER_HOME"]) / ".storage-init.lock"), timeout=300):
-        with dg.DagsterInstance.get() as instance:
-            instance.get_runs(limit=1)
-            instance.all_instigator_state()
-            instance.get_latest_materialization_event(dg.AssetKey("raw_tsv"))
-    with dg.DagsterInstance.get() as instance:
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
+        instance.get_latest_materialization_event(dg.AssetKey("raw_tsv"))
+    with instance:
         result = dg.execute_job(dg.reconstructable(command_line_job), instance, run_config=run_config, tags=tags,
                                 asset_selection=[dg.AssetKey(name) for name in selection], raise_on_error=False)
         step_seconds = _step_seconds(instance, result.run_id)

@@ -6,7 +6,6 @@ triggers twice and a changed one triggers again. Only regular files inside the i
 a path that resolves outside it is skipped with a reason.
 """
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from codon_assets.core.hosts import HOSTS_BY_KEY, host_for_filename
+from codon_assets.ingest import fingerprint
 from codon_assets.jobs import host_graph_job
 from resources.paths import dagster_home
 
@@ -48,7 +48,7 @@ def scan_inbox(inbox: Path, known: dict[str, str]) -> tuple[list[tuple[str, Path
         if host is None:
             skipped.append(f"{relative}: maps to no host (use a release name such as Sac.tsv or a <host>/ folder)")
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = fingerprint(path)["sha256"]  # read in blocks: inbox files can be gigabytes
         if known.get(relative) == digest:
             continue
         cursor[relative] = digest

@@ -87,12 +87,13 @@ class Evo2Resource(dg.ConfigurableResource):
     def scorer_for(self, records: pa.Table) -> tuple[BatchScorer, MarkovCdsModel | None]:
         """The batch scorer for a partition; for markov, also the model it trained on the partition."""
         if self.backend == "markov":
+            workers = os.cpu_count() or 1
             model = MarkovCdsModel.train(
                 records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist(),
                 order=self.markov_order, folds=self.markov_folds, pseudocount=self.markov_pseudocount,
-                workers=os.cpu_count() or 1,
+                workers=workers,
             )
-            return MarkovBatchScorer(model, workers=os.cpu_count() or 1), model
+            return MarkovBatchScorer(model, workers=workers), model
         if self._token_scorer is None:
             raise RuntimeError("Evo2Resource was used outside a Dagster execution; call setup_for_execution")
         return TokenBatchScorer(self._token_scorer), None
