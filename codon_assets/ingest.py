@@ -2,15 +2,16 @@
 with every failed row in `converted_rejects`)."""
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codon_assets.core.convert import REASONS, ConversionSettings, convert_files, count_reasons
+from codon_assets.core.convert import REASONS, ConversionResult, ConversionSettings, convert_files, count_reasons
 from codon_assets.core.hosts import get_host, organism_fits_host
-from codon_assets.core.tsv import InputError, read_release_table
+from codon_assets.core.tsv import InputError, LineCounter, read_release_table
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
 from codon_assets.partitions import host_check, host_partitions
 from resources.inputs import InputFiles
@@ -22,15 +23,14 @@ RAW_FILES_SCHEMA = pa.schema(
 )
 
 def fingerprint(path: Path) -> dict:
-    """Content hash, size and data row count (lines after the header) of one file, in one pass."""
-    digest, lines, last = hashlib.sha256(), 0, b"\n"
+    """Content hash, size and data line count (physical lines after the header) of one file, in one pass."""
+    digest, counter = hashlib.sha256(), LineCounter()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
-            lines += block.count(b"\n")
-            last = block[-1:]
-    lines += last != b"\n"  # a final line without a newline still counts
-    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size, "rows": max(0, lines - 1)}
+            counter.feed(block)
+    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size,
+            "rows": max(0, counter.lines - 1)}
 
 @dg.asset(
     partitions_def=host_partitions,
@@ -50,6 +50,10 @@ def raw_tsv(context: dg.AssetExecutionContext, input_files: InputFiles) -> dg.Ou
         aliases = ", ".join(get_host(host).file_aliases)
         raise dg.Failure(f"no input for host {host}: expected {aliases} or {host}/*.tsv in {input_files.input_dir}")
     files = [fingerprint(p) for p in paths]
+    if not any(f["rows"] for f in files):
+        # Nothing to convert: failing here keeps the host's stored data as it was.
+        raise dg.Failure(f"no data rows for host {host} in {', '.join(f['path'] for f in files)}: "
+                         "the input has a header at most; the stored data is unchanged")
     table = pa.Table.from_pylist(files, schema=RAW_FILES_SCHEMA)
     version = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
     return dg.Output(
@@ -67,7 +71,7 @@ class ConversionConfig(dg.Config):
     min_protein_length: int = 10
     max_protein_length: int = 50_000
     max_reject_rate: float = 0.10  # above this, the reject-rate check warns
-    limit: int | None = None  # convert only the first N data rows of each file
+    limit: int | None = None  # convert only the first N data lines of each file (N >= 1)
 
 CONVERTED = dg.AssetKey("converted_dataset")
 REJECTS = dg.AssetKey("converted_rejects")
@@ -106,6 +110,8 @@ REJECTS = dg.AssetKey("converted_rejects")
 )
 def converted_dataset(context: dg.AssetExecutionContext, config: ConversionConfig, raw_tsv: pa.Table):
     host = get_host(context.partition_key)
+    if config.limit is not None and config.limit < 1:
+        raise dg.Failure(f"limit must be at least 1, got {config.limit}")
     releases = []
     for item in raw_tsv.to_pylist():
         try:
@@ -121,6 +127,12 @@ def converted_dataset(context: dg.AssetExecutionContext, config: ConversionConfi
     result = convert_files(releases, host, settings)
     valid, rejects = result.valid, result.rejects
     by_reason = result.rejects_by_reason()
+    if valid.num_rows == 0:
+        # An input with no usable record must not replace the host's stored data with an empty table.
+        reasons = ", ".join(f"{code}: {n}" for code, n in by_reason.items()) or "no data rows"
+        raise dg.Failure(f"no valid record for host {host.key}: {result.rows_read} rows read, all rejected "
+                         f"({reasons}); the stored data is unchanged")
+    files = [asdict(counts) for counts in result.files]
 
     yield dg.Output(
         valid,
@@ -128,8 +140,13 @@ def converted_dataset(context: dg.AssetExecutionContext, config: ConversionConfi
         metadata={
             **table_metadata(valid),
             "rows_read": result.rows_read,
+            "data_lines": result.data_lines,
+            "blank_lines": result.blank_lines,
             "valid": valid.num_rows,
             "rejected": rejects.num_rows,
+            "text_replaced_rows": result.text_replaced_rows,
+            "files": dg.MetadataValue.md(markdown_table(files, max_chars=None)),
+            "files_json": dg.MetadataValue.json(files),
             "rejects_by_reason": dg.MetadataValue.md(counts_table(by_reason, "reason", REASONS)),
             "rejects_by_reason_json": dg.MetadataValue.json(by_reason),
         },
@@ -139,14 +156,18 @@ def converted_dataset(context: dg.AssetExecutionContext, config: ConversionConfi
         output_name="converted_rejects",
         metadata={**table_metadata(rejects), "rejects_by_reason": dg.MetadataValue.md(counts_table(by_reason, "reason", REASONS))},
     )
-    yield from conversion_checks(result.rows_read, valid, rejects, host.key, config.max_reject_rate)
+    yield from conversion_checks(result, host.key, config.max_reject_rate)
 
-def conversion_checks(rows_read: int, valid: pa.Table, rejects: pa.Table, host_key: str, max_reject_rate: float):
+def conversion_checks(result: ConversionResult, host_key: str, max_reject_rate: float):
     """The four checks of a converted partition, from the tables as written."""
-    accounted = valid.num_rows + rejects.num_rows
+    valid, rejects, rows_read = result.valid, result.rejects, result.rows_read
+    # Against the physical lines counted from the bytes, not the parser's rows: two lines read as one
+    # record can never pass.
+    accounted = valid.num_rows + rejects.num_rows + result.blank_lines
     yield dg.AssetCheckResult(
-        asset_key=CONVERTED, check_name="rows_accounted_for", passed=accounted == rows_read,
-        metadata={"rows_read": rows_read, "valid": valid.num_rows, "rejected": rejects.num_rows},
+        asset_key=CONVERTED, check_name="rows_accounted_for", passed=accounted == result.data_lines,
+        metadata={"data_lines": result.data_lines, "blank_lines": result.blank_lines, "rows_read": rows_read,
+                  "valid": valid.num_rows, "rejected": rejects.num_rows},
     )
     ids = valid["protein_id"]
     repeated = pc.filter(pc.value_counts(ids).field("values"), pc.greater(pc.value_counts(ids).field("counts"), 1))

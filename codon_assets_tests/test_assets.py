@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from codon_assets.definitions import ALL_ASSETS
+from codon_assets.core.convert import ConversionResult, FileCounts
 from codon_assets.ingest import CONVERTED, conversion_checks
 from resources import InputFiles, ParquetIOManager
 from resources.evo2 import Evo2Resource
@@ -136,12 +137,22 @@ def _table(ids):
     return pa.table({"protein_id": ids, "organism": ["Homo sapiens"] * len(ids)})
 
 
+def _result(valid, rejects, data_lines, blank_lines=0):
+    # rows_read as a parser that merged lines would report it: exactly what was accounted for.
+    rows = valid.num_rows + rejects.num_rows
+    counts = FileCounts("in.tsv", "0" * 64, data_lines, blank_lines, rows, valid.num_rows, rejects.num_rows, 0)
+    return ConversionResult(valid, rejects, [counts])
+
+
 def test_blocking_checks_fail_on_broken_tables():
-    """The blocking checks judge the tables as written, so a converter bug that drops or repeats rows fails them."""
+    """The blocking checks judge the tables as written against the physical lines of the input, so a
+    converter bug that drops or repeats rows, or a parser that reads two lines as one, fails them."""
     rejects = pa.table({"reasons": pa.array([["non_acgt"]], pa.list_(pa.string()))})
-    results = {r.check_name: r for r in conversion_checks(4, _table(["a", "b"]), rejects, "Human", 0.5)}
-    assert not results["rows_accounted_for"].passed  # 4 read, 3 accounted for
-    results = {r.check_name: r for r in conversion_checks(3, _table(["a", "a"]), rejects, "Human", 0.5)}
+    results = {r.check_name: r for r in conversion_checks(_result(_table(["a", "b"]), rejects, 4), "Human", 0.5)}
+    assert not results["rows_accounted_for"].passed  # 4 lines, 3 accounted for
+    results = {r.check_name: r for r in conversion_checks(_result(_table(["a", "b"]), rejects, 4, 1), "Human", 0.5)}
+    assert results["rows_accounted_for"].passed  # one of the 4 lines is blank
+    results = {r.check_name: r for r in conversion_checks(_result(_table(["a", "a"]), rejects, 3), "Human", 0.5)}
     assert results["rows_accounted_for"].passed
     assert not results["unique_protein_id"].passed
     assert results["unique_protein_id"].metadata["examples"].value == "a"

@@ -36,6 +36,7 @@ from codon_assets.core.tsv import ID_COLUMNS, ReleaseTable
 # Reason codes, in the order they are reported.
 REASONS: dict[str, str] = {
     "malformed_row": "the row has the wrong number of tab-separated fields",
+    "not_utf8": "an id or sequence field holds bytes that are not UTF-8 text",
     "missing_id": "no Entry, RefSeq_id or Genome_id",
     "missing_sequence": "empty RefSeq_nn",
     "non_acgt": "the CDS has letters other than A/C/G/T",
@@ -98,10 +99,40 @@ class ConversionSettings:
 
 
 @dataclass
+class FileCounts:
+    """How one input file's lines were accounted for."""
+
+    path: str
+    sha256: str
+    data_lines: int  # physical lines after the header, counted from the bytes
+    blank_lines: int
+    rows_read: int  # data lines that hold a record (valid or rejected)
+    valid: int
+    rejected: int
+    text_replaced_rows: int  # valid or rejected rows whose free text had bytes replaced
+
+
+@dataclass
 class ConversionResult:
     valid: pa.Table
     rejects: pa.Table
-    rows_read: int
+    files: list[FileCounts]
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
+
+    @property
+    def data_lines(self) -> int:
+        return sum(f.data_lines for f in self.files)
+
+    @property
+    def blank_lines(self) -> int:
+        return sum(f.blank_lines for f in self.files)
+
+    @property
+    def text_replaced_rows(self) -> int:
+        return sum(f.text_replaced_rows for f in self.files)
 
     def rejects_by_reason(self) -> dict[str, int]:
         return count_reasons(self.rejects)
@@ -163,7 +194,8 @@ class Converter:
     def convert(self, release: ReleaseTable) -> ConversionResult:
         source_rows = release.source_rows.to_numpy()
         slices = [
-            (release.table.slice(start, self.chunk_rows), source_rows[start : start + self.chunk_rows])
+            (release.table.slice(start, self.chunk_rows), source_rows[start : start + self.chunk_rows],
+             {i - start: names for i, names in release.invalid_text.items() if start <= i < start + self.chunk_rows})
             for start in range(0, release.table.num_rows, self.chunk_rows)
         ]
         tables = []
@@ -183,14 +215,13 @@ class Converter:
             ],
             schema=REJECTS_SCHEMA,
         )
-        rejects = pa.concat_tables([malformed] + [rejects for _, rejects in tables])
-        return ConversionResult(
-            valid=pa.concat_tables([CONVERTED_SCHEMA.empty_table()] + [valid for valid, _ in tables]),
-            rejects=rejects.sort_by("source_row"),
-            rows_read=release.rows_read,
-        )
+        rejects = pa.concat_tables([malformed] + [rejects for _, rejects in tables]).sort_by("source_row")
+        valid = pa.concat_tables([CONVERTED_SCHEMA.empty_table()] + [valid for valid, _ in tables])
+        counts = FileCounts(release.path, release.sha256, release.data_lines, release.blank_lines,
+                            release.rows_read, valid.num_rows, rejects.num_rows, release.text_replaced_rows)
+        return ConversionResult(valid=valid, rejects=rejects, files=[counts])
 
-    def _check(self, table: pa.Table, source_rows: np.ndarray) -> _Checked:
+    def _check(self, table: pa.Table, source_rows: np.ndarray, invalid_text: dict[int, list[str]]) -> _Checked:
         n = table.num_rows
         protein_id = _clean(table[ID_COLUMNS[0]])
         for name in ID_COLUMNS[1:]:
@@ -199,7 +230,8 @@ class Converter:
         sequence = pc.ascii_upper(_clean(table["RefSeq_nn"], ascii=True))
         given_protein = pc.ascii_rtrim(pc.ascii_upper(_clean(table["RefSeq_aa"], ascii=True)), characters="*")
 
-        reasons: dict[str, np.ndarray] = {}
+        reasons: dict[str, np.ndarray] = {"not_utf8": np.zeros(n, dtype=bool)}
+        reasons["not_utf8"][list(invalid_text)] = True
         reasons["missing_id"] = _np_bool(pc.equal(protein_id, ""))
         seq_len = pc.utf8_length(sequence).to_numpy().astype(np.int64)
         reasons["missing_sequence"] = seq_len == 0
@@ -259,8 +291,10 @@ class Converter:
         candidates = np.flatnonzero(~failed)
         # Hash only the candidates' CDS: the hash names the record's content for deduplication and caching.
         seq_sha = [hashlib.sha256(data[offsets[i] : offsets[i + 1]]).hexdigest() for i in candidates.tolist()]
-        return _Checked(table, source_rows, protein_id, sequence, translated, given, rows, length_aa, reasons,
-                        candidates, seq_sha)
+        checked = _Checked(table, source_rows, protein_id, sequence, translated, given, rows, length_aa, reasons,
+                           candidates, seq_sha)
+        checked.details["not_utf8"] = {i: "not UTF-8: " + ", ".join(names) for i, names in invalid_text.items()}
+        return checked
 
     def _deduplicate(self, chunk: _Checked) -> None:
         """Keep the first copy of each CDS and of each id, in file order, across chunks and files."""
@@ -376,5 +410,5 @@ def convert_files(releases: list[ReleaseTable], host: Host, settings: Conversion
     return ConversionResult(
         valid=pa.concat_tables([r.valid for r in results]) if results else CONVERTED_SCHEMA.empty_table(),
         rejects=pa.concat_tables([r.rejects for r in results]) if results else REJECTS_SCHEMA.empty_table(),
-        rows_read=sum(r.rows_read for r in results),
+        files=[counts for r in results for counts in r.files],
     )

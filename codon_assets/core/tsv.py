@@ -1,8 +1,15 @@
 """Reading the released per-host protein/CDS table (tab-separated, header row) with pyarrow.
 
-Every column is read as text. A row with the wrong number of fields is not fatal: it is handed back as a
-malformed row (its line number and text) so the converter can reject it with a reason. A file that cannot
-be read as this table at all raises ``InputError`` with one line a person can act on.
+The release has no quoting convention: a line is a row and a tab separates fields, whatever quotes a
+free-text field holds, so the table is read exactly line by line (no quote handling, no values spanning
+lines). Every physical line is counted from the bytes, independently of the parser, so that the
+converter's accounting (rows read = valid + rejected) can never pass if two lines were ever read as one.
+
+A row with the wrong number of fields is not fatal: it is handed back as a malformed row (its line number
+and text) so the converter can reject it with a reason. Fields that must be exact (ids, sequences) have to
+be UTF-8; a row whose id or sequence is not is flagged for rejection. Free text with a stray byte (a
+Windows-1252 quote) is decoded with replacement characters and the row is kept, and counted. A file that
+cannot be read as this table at all raises ``InputError`` with one line a person can act on.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 # Columns of the original data release, in order.
@@ -34,6 +42,8 @@ RELEASE_COLUMNS: tuple[str, ...] = (
 # Without a CDS column there is nothing to convert, and without any identifier column no record can be named.
 SEQUENCE_COLUMN = "RefSeq_nn"
 ID_COLUMNS: tuple[str, ...] = ("Entry", "RefSeq_id", "Genome_id")
+# Columns whose value must arrive exactly as written: a byte that is not UTF-8 there rejects the row.
+EXACT_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, SEQUENCE_COLUMN, "RefSeq_aa")
 
 
 class InputError(Exception):
@@ -42,7 +52,7 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class MalformedRow:
-    source_row: int  # 1-based data row number (header excluded)
+    source_row: int  # 1-based data line number (header excluded)
     text: str
     fields: int
     expected_fields: int
@@ -51,15 +61,20 @@ class MalformedRow:
 @dataclass
 class ReleaseTable:
     """A parsed input file: its release columns (missing optional ones filled with ""), malformed rows,
-    and the data row number of every parsed row."""
+    and the data line number of every parsed row."""
 
     path: str
     sha256: str
     n_bytes: int
     table: pa.Table
     source_rows: pa.Array
+    data_lines: int  # physical lines after the header (within the limit), counted from the bytes
+    blank_lines: int = 0  # lines with no field content: not records
     malformed: list[MalformedRow] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    # Row positions in ``table`` whose exact columns were not UTF-8, with those columns' names.
+    invalid_text: dict[int, list[str]] = field(default_factory=dict)
+    text_replaced_rows: int = 0  # rows kept whose free text had bytes replaced by U+FFFD
 
     @property
     def rows_read(self) -> int:
@@ -67,10 +82,21 @@ class ReleaseTable:
 
 
 HEAD_BYTES = 1 << 16  # what is looked at for binary data
+# What a user's file is when it is not text: its first bytes, and what to do about it.
+_NOT_TEXT: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed data; decompress it first (gunzip)"),
+    (b"BZh", "bzip2-compressed data; decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data; decompress it first (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data; decompress it first (unzstd)"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel workbook?); export the sheet as tab-separated text"),
+    (b"PAR1", "a Parquet file"),
+    (b"\xff\xfe", "UTF-16 text; save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text; save it as UTF-8"),
+)
 
 
 def read_input_bytes(path: Path, expected: str) -> bytes:
-    """The bytes of a user's input file, or one clear InputError (a folder, unreadable, binary data)."""
+    """The bytes of a user's input file, or one clear InputError (a folder, unreadable, not text)."""
     _refuse_folder(path, expected)
     try:
         raw = path.read_bytes()
@@ -86,30 +112,63 @@ def _refuse_folder(path: Path, expected: str) -> None:
 
 
 def _refuse_binary(path: Path, head: bytes, expected: str) -> None:
+    for magic, what in _NOT_TEXT:
+        if head.startswith(magic):
+            raise InputError(f"{path}: {what}, not {expected}")
     if b"\x00" in head:
         raise InputError(f"{path}: binary data (NUL bytes), not {expected}")
 
 
-def scan_input_file(path: Path, expected: str) -> tuple[str, bytes, bool]:
-    """(sha256, first line without line end, whether any byte is not whitespace) of a user's input
-    file, read in blocks; or one clear InputError (a folder, unreadable, binary data)."""
+class LineCounter:
+    """Counts physical lines in a byte stream fed in blocks: a line ends at LF, CRLF or a lone CR (the
+    endings Arrow's parser knows), and a last line without an ending still counts."""
+
+    def __init__(self) -> None:
+        self.endings = 0
+        self._pending_cr = False  # the previous block ended with CR: a following LF belongs to it
+        self._last = b""
+
+    def feed(self, block: bytes) -> None:
+        if not block:
+            return
+        crlf = block.count(b"\r\n") + (self._pending_cr and block[:1] == b"\n")
+        self.endings += block.count(b"\n") + block.count(b"\r") - crlf
+        self._pending_cr = block[-1:] == b"\r"
+        self._last = block[-1:]
+
+    @property
+    def lines(self) -> int:
+        return self.endings + (self._last not in (b"", b"\n", b"\r"))
+
+
+@dataclass(frozen=True)
+class FileScan:
+    sha256: str
+    first_line: bytes  # without its line ending or a UTF-8 byte-order mark
+    has_text: bool  # any byte that is not white space
+    lines: int  # physical lines, header included
+
+
+def scan_input_file(path: Path, expected: str) -> FileScan:
+    """Hash, first line and physical line count of a user's input file, read in blocks; or one clear
+    InputError (a folder, unreadable, not text)."""
     _refuse_folder(path, expected)
-    digest, first_line, has_text = hashlib.sha256(), b"", False
+    digest, first_line, has_text, counter = hashlib.sha256(), b"", False, LineCounter()
     try:
         with open(path, "rb") as handle:
             block = handle.read(HEAD_BYTES)
             _refuse_binary(path, block, expected)
-            digest.update(block)
-            block = block.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
             while block:
-                has_text = has_text or re.search(rb"\S", block) is not None
-                if b"\n" not in first_line:
+                digest.update(block)
+                counter.feed(block)
+                has_text = has_text or re.search(rb"\S", block.removeprefix(b"\xef\xbb\xbf")) is not None
+                if not re.search(rb"[\r\n]", first_line):
                     first_line += block
                 block = handle.read(1 << 20)
-                digest.update(block)
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    return digest.hexdigest(), first_line.split(b"\n", 1)[0].rstrip(b"\r"), has_text
+    header = re.split(rb"\r\n|\r|\n", first_line.removeprefix(b"\xef\xbb\xbf"), maxsplit=1)[0]
+    return FileScan(digest.hexdigest(), header, has_text, counter.lines)
 
 
 def _parse(path: Path, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]:
@@ -126,22 +185,46 @@ def _parse(path: Path, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]
         # Only single-threaded parsing numbers the rows it skips (and it is about as fast on 2 cores).
         # The header is named by us (stripped), so types apply whatever whitespace or CR the file has.
         read_options=pa_csv.ReadOptions(use_threads=False, block_size=1 << 24, column_names=header, skip_rows=1),
-        parse_options=pa_csv.ParseOptions(delimiter="\t", invalid_row_handler=on_invalid_row),
+        # One physical line, one row: no quoting, no escapes, and empty lines kept so rows stay numbered
+        # by their line.
+        parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, escape_char=False,
+                                          newlines_in_values=False, ignore_empty_lines=False,
+                                          invalid_row_handler=on_invalid_row),
+        # Bytes, decoded per column below: exact columns strictly, free text with replacement.
         convert_options=pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in header}, strings_can_be_null=False
+            column_types={name: pa.binary() for name in header}, strings_can_be_null=False
         ),
     )
     return table, malformed
 
 
+def _decode(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray | None]:
+    """The column as UTF-8 strings, and the rows that were not valid UTF-8 (None when all were); those are
+    decoded with U+FFFD replacement characters."""
+    try:
+        return column.cast(pa.string()), None
+    except pa.ArrowInvalid:
+        pass
+    values = column.to_pylist()
+    invalid = np.zeros(len(values), dtype=bool)
+    decoded = []
+    for i, value in enumerate(values):
+        try:
+            decoded.append(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            invalid[i] = True
+            decoded.append(value.decode("utf-8", errors="replace"))
+    return pa.chunked_array([pa.array(decoded, pa.string())]), invalid
+
+
 def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTable:
-    """Parse one input file. ``limit`` keeps the first N data rows (malformed ones included)."""
+    """Parse one input file. ``limit`` keeps the first N data lines (malformed ones included)."""
     path = Path(path)
-    digest, header_line, has_text = scan_input_file(path, "a tab-separated table file")
-    if not has_text:
+    scan = scan_input_file(path, "a tab-separated table file")
+    if not scan.has_text:
         raise InputError(f"{path}: the file is empty")
     try:
-        header = [name.strip() for name in header_line.decode("utf-8").split("\t")]
+        header = [name.strip() for name in scan.first_line.decode("utf-8").split("\t")]
     except UnicodeDecodeError:
         raise InputError(f"{path}: the header is not UTF-8 text; is this a tab-separated table?") from None
     missing = [c for c in (SEQUENCE_COLUMN,) if c not in header]
@@ -153,32 +236,58 @@ def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTab
             f"{path}: missing required column(s) {', '.join(missing)} (header has: {shown}); "
             "expected the release layout: " + ", ".join(RELEASE_COLUMNS)
         )
-    if len(set(header)) != len(header):
-        raise InputError(f"{path}: the header repeats a column name")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InputError(f"{path}: the header repeats the column name(s) {', '.join(map(repr, repeated))}")
 
     try:
         table, malformed = _parse(path, header)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+    except pa.ArrowInvalid as exc:
         reason = str(exc).splitlines()[0]
         raise InputError(f"{path}: not a readable tab-separated table ({reason})") from None
 
+    # Data line numbers of parsed rows: all lines 1..n, minus the malformed ones, in order.
+    n_lines = table.num_rows + len(malformed)
+    lines = np.arange(1, n_lines + 1, dtype=np.int64)
+    source_rows = lines[~np.isin(lines, [m.source_row for m in malformed])]
+    # A line with no field content (an empty line, or tabs only) is no record.
+    blank = np.ones(table.num_rows, dtype=bool)
+    for name in header:
+        blank &= pc.equal(pc.binary_length(table[name]), 0).to_numpy(zero_copy_only=False)
+    keep = ~blank
+    data_lines = max(0, scan.lines - 1)
     if limit is not None:
         malformed = [m for m in malformed if m.source_row <= limit]
-        table = table.slice(0, max(0, limit - len(malformed)))
-    # Data row numbers of parsed rows: all rows 1..n, minus the malformed ones, in order.
-    n_rows = table.num_rows + len(malformed)
-    rows = np.arange(1, n_rows + 1, dtype=np.int64)
-    source_rows = pa.array(rows[~np.isin(rows, [m.source_row for m in malformed])])
+        keep &= source_rows <= limit
+        data_lines = min(data_lines, limit)
+    blank_lines = int((blank & ((source_rows <= limit) if limit is not None else True)).sum())
+    table = table.filter(pa.array(keep))
+    source_rows = source_rows[keep]
 
-    columns = {}
+    columns, invalid_text, replaced = {}, {}, np.zeros(table.num_rows, dtype=bool)
     for name in RELEASE_COLUMNS:
-        columns[name] = table[name] if name in header else pa.array([""] * table.num_rows, pa.string())
+        if name not in header:
+            columns[name] = pa.array([""] * table.num_rows, pa.string())
+            continue
+        columns[name], invalid = _decode(table[name])
+        if invalid is None:
+            continue
+        if name in EXACT_COLUMNS:
+            for i in np.flatnonzero(invalid).tolist():
+                invalid_text.setdefault(i, []).append(name)
+        else:
+            replaced |= invalid
+    replaced[list(invalid_text)] = False  # a rejected row is not counted as kept with replacements
     return ReleaseTable(
         path=str(path),
-        sha256=digest,
+        sha256=scan.sha256,
         n_bytes=path.stat().st_size,
         table=pa.table(columns),
-        source_rows=source_rows,
+        source_rows=pa.array(source_rows),
+        data_lines=data_lines,
+        blank_lines=blank_lines,
         malformed=malformed,
         extra_columns=[c for c in header if c not in RELEASE_COLUMNS],
+        invalid_text=invalid_text,
+        text_replaced_rows=int(replaced.sum()),
     )
