@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,16 +76,18 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
     large = files is not None and sum(f.stat().st_size for f in files) > LARGE_INPUT_BYTES
     run_config["execution"] = {"config": {"multiprocess": {"max_concurrent": 1}} if large else {"in_process": {}}}
     resources = {}
+    configured = build_resources(evo2_backend)
     if evo2_backend:
-        resources["evo2"] = {"config": {"backend": evo2_backend}}
+        resources["evo2"] = resource_config(configured["evo2"])
     if files is not None or measured is not None:
         # Measured tables are looked for beside the given input (or taken from --measured), never in the
         # demo's input folder.
-        resources["input_files"] = {"config": {
-            "input_dir": str(files[0].parent) if files else build_resources()["input_files"].input_dir,
-            "files": {host: [str(f) for f in files]} if files is not None else {},
-            "measured": {host: str(measured)} if measured is not None else {},
-        }}
+        resources["input_files"] = resource_config(
+            configured["input_files"],
+            input_dir=str(files[0].parent) if files else configured["input_files"].input_dir,
+            files={host: [str(f) for f in files]} if files is not None else {},
+            measured={host: str(measured)} if measured is not None else {},
+        )
     if resources:
         run_config["resources"] = {**run_config.get("resources", {}), **resources}
     tags = {"codon_assets/source": "cli", **({"dagster/partition": host} if host else {})}
@@ -101,6 +104,14 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
         step_seconds = _step_seconds(instance, result.run_id)
     release_unused_memory()  # the run's tables are gone; the exports start from a lean process
     return result, step_seconds
+
+
+def resource_config(resource, **overrides) -> dict:
+    """Run configuration for a resource: every setting the environment gave it, then ``overrides``. Run
+    configuration replaces a resource's whole configuration, so a flag that changes one setting must carry
+    the others along (else, e.g., the NIM URL would fall back to its default and receive the API key)."""
+    settings = {name: getattr(resource, name) for name in resource.model_fields_set}
+    return {"config": {**settings, **overrides}}
 
 
 def _step_seconds(instance, run_id: str) -> dict[str, float]:
@@ -142,8 +153,10 @@ def _materializations(result) -> dict[str, dict]:
     return metadata
 
 
-def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_backend: str | None = None,
+def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, evo2_backend: str | None = None,
              train_surrogate: bool = False, measured: Path | None = None) -> dict:
+    """Materialize one host partition from all its input files, then write the seed-format exports of
+    exactly what this run materialized (the run's own stored versions) and `pipeline_results.json`."""
     from codon_assets.core.export import (
         converted_records,
         enhanced_records,
@@ -155,24 +168,31 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
     )
 
     started = time.perf_counter()
+    # Exports are named after the file; several files of one host are one partition, named after the host.
+    stem = paths[0].stem if len(paths) == 1 else host
     run_config = {"ops": {"converted_dataset": {"config": {"limit": limit}}}} if limit else None
     selection = INGEST_AND_FEATURES + (MODEL if train_surrogate else [])
-    print(f"[{host}] materializing {' -> '.join(selection)} for {path}", file=sys.stderr)
-    result, step_seconds = materialize_partition(host, selection, [path], run_config, evo2_backend, measured)
-    results: dict = {"status": "success" if result.success else "failed", "host": host, "input": str(path),
-                     "dagster_run_id": result.run_id, "steps": {}, "outputs": {}}
+    inputs = ", ".join(map(str, paths))
+    print(f"[{host}] materializing {' -> '.join(selection)} for {inputs}", file=sys.stderr)
+    result, step_seconds = materialize_partition(host, selection, paths, run_config, evo2_backend, measured)
+    results: dict = {"status": "success" if result.success else "failed", "host": host, "input": inputs,
+                     "inputs": [str(p) for p in paths], "dagster_run_id": result.run_id, "steps": {}, "outputs": {}}
     meta = _materializations(result)
     if "converted_dataset" in meta:
         converted = meta["converted_dataset"]
         results["steps"]["convert"] = {
             "status": "success",
             "rows_read": converted["rows_read"],
+            "data_lines": converted["data_lines"],
+            "blank_lines": converted["blank_lines"],
             "valid": converted["valid"],
             "rejected": converted["rejected"],
+            "text_replaced_rows": converted["text_replaced_rows"],
             "rejects_by_reason": converted["rejects_by_reason_json"],
+            "files": converted["files_json"],
             "seconds": step_seconds.get("converted_dataset"),
         }
-        jsonl = output_dir / f"{path.stem}.jsonl"
+        jsonl = output_dir / f"{stem}.jsonl"
         write_jsonl(converted_records(table_batches(converted["path"])), jsonl)
         results["outputs"] |= {"jsonl": str(jsonl), "converted_parquet": converted["path"],
                                "rejects_parquet": meta["converted_rejects"]["path"]}
@@ -191,7 +211,7 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
             "model_version": features["model_version"],
             "seconds": step_seconds.get("evo2_features"),
         }
-        feature_json = output_dir / f"{path.stem}_evo2_features.json"
+        feature_json = output_dir / f"{stem}_evo2_features.json"
         previews = table_batches(meta["converted_dataset"]["path"], ["protein_id", "sequence"])
         write_json_array(evo2_feature_records(table_batches(features["path"]), previews), feature_json)
         results["outputs"] |= {"evo2_features_json": str(feature_json), "evo2_features_parquet": features["path"]}
@@ -209,7 +229,7 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
             "measured_labels": enhanced["measured_labels"],
             "seconds": step_seconds.get("enhanced_dataset"),
         }
-        enhanced_jsonl = output_dir / f"{path.stem}_enhanced.jsonl"
+        enhanced_jsonl = output_dir / f"{stem}_enhanced.jsonl"
         write_jsonl(enhanced_records(table_batches(enhanced["path"])), enhanced_jsonl)
         results["outputs"]["enhanced_jsonl"] = str(enhanced_jsonl)
     if "surrogate_model" in meta:
@@ -225,7 +245,7 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
             "model_uri": model["model_uri"],
             "seconds": step_seconds.get("surrogate_model"),
         }
-        pkl = output_dir / "models" / f"{path.stem}_surrogate.pkl"
+        pkl = output_dir / "models" / f"{stem}_surrogate.pkl"
         export_pickle(Path(model["model_path"]), pkl)
         results["outputs"]["surrogate_pkl"] = str(pkl)
         print(f"[{host}] surrogate: held-out Spearman {model['cv_spearman']:.3f} ({model['label_source']} labels), "
@@ -235,7 +255,7 @@ def run_file(path: Path, host: str, output_dir: Path, limit: int | None, evo2_ba
     results["total_seconds"] = round(time.perf_counter() - started, 3)
     write_json(results, output_dir / "pipeline_results.json")
     if not result.success:
-        raise CliError(results["error"])
+        raise CliError(f"[{host}] {results['error']}")
     return results
 
 
@@ -256,30 +276,66 @@ def export_pickle(model_dir: Path, path: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from codon_assets.core.hosts import HOSTS
+    from codon_assets.core.tsv import scan_input_file
 
     source = Path(args.input)
     if not source.exists():
         raise CliError(f"{source}: no such file or directory")
-    ensure_instance_home()
-    output_dir = Path(args.output_dir)
     if source.is_dir():
-        # Every host file found there, one partition each (release aliases or <host>/ folders).
+        # Every host file found there: all files of one host are one partition input (release aliases in
+        # any case, and <host>/*.tsv).
         from resources import InputFiles
 
         finder = InputFiles(input_dir=str(source))
-        jobs = [(host.key, files) for host in HOSTS if (files := finder.files_for(host.key))]
-        if not jobs:
+        runs = [(host.key, files) for host in HOSTS if (files := finder.files_for(host.key))]
+        if not runs:
             raise CliError(f"{source}: no host input files found (expected release names such as Sac.tsv)", code=2)
-        for host, files in jobs:
-            for file in files:
-                run_file(file, host, output_dir / host, args.limit, args.evo2_backend, args.train_surrogate)
-        return 0
+        if args.measured:
+            raise CliError("--measured goes with one input file; put <stem>_measured.tsv beside each host file", code=2)
+    else:
+        runs = [(resolve_host(source, args.host), [source])]
     measured = Path(args.measured) if args.measured else None
     if measured is not None and not measured.is_file():
         raise CliError(f"{measured}: no such measured table")
-    run_file(source, resolve_host(source, args.host), output_dir, args.limit, args.evo2_backend,
-             args.train_surrogate, measured)
+    # Unusable input or output is refused before any run starts.
+    for _, files in runs:
+        for file in files:
+            scan_input_file(file, "a tab-separated table file")
+    output_dirs = {host: Path(args.output_dir) / host if source.is_dir() else Path(args.output_dir) for host, _ in runs}
+    for directory in output_dirs.values():
+        ensure_writable_dir(directory)
+    ensure_instance_home()
+    failed = []
+    for host, files in runs:
+        try:
+            run_host(files, host, output_dirs[host], args.limit, args.evo2_backend, args.train_surrogate, measured)
+        except CliError as exc:
+            if len(runs) == 1:
+                raise
+            failed.append(host)
+            print(f"codon-assets: error: {exc}", file=sys.stderr)
+    if failed:
+        raise CliError(f"the run failed for {', '.join(failed)}")
     return 0
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` if needed and prove a file can be written there, before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise CliError(f"{path}: exists and is not a directory", code=2)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise CliError(f"{path}: cannot write there ({exc.strerror or exc})", code=2) from None
+
+
+def ensure_writable_file(path: Path) -> None:
+    """An output file the command may create or replace: not a directory, in a writable directory."""
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory; name an output file", code=2)
+    ensure_writable_dir(path.parent)
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
@@ -339,12 +395,20 @@ def load_surrogate(reference: str):
             raise CliError(f"{path}: no such model file")
         import joblib
 
-        bundle = joblib.load(path)
+        try:
+            bundle = joblib.load(path)
+        except Exception:  # whatever unpickling a foreign file raises, it is not our model
+            bundle = None
         if not isinstance(bundle, dict) or not isinstance(bundle.get("surrogate"), SurrogateModel):
             raise CliError(f"{path}: not a codon-assets surrogate export")
         return bundle["surrogate"]
     if path.is_dir() and (path / "surrogate.json").exists():
-        return SurrogateModel.load(path)
+        try:
+            return SurrogateModel.load(path)
+        except Exception as exc:  # a damaged or foreign folder: name the file and the first line
+            raise CliError(f"{path}: not a readable saved surrogate ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    if path.exists() and not reference.startswith("models:/"):
+        raise CliError(f"{path}: not a surrogate (expected a .pkl export or a saved model folder)")
     from resources.mlflow_tracking import MlflowTracking, load_registered
 
     try:
@@ -354,7 +418,8 @@ def load_surrogate(reference: str):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """mu and sigma for every valid record of a table, featurised exactly as in training."""
+    """mu and sigma for every valid record of a table, featurised exactly as in training. A record whose
+    language-model features could not be computed gets no prediction, and the reason."""
     import numpy as np
     import pandas as pd
 
@@ -362,11 +427,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from codon_assets.core.export import atomic_text_writer
     from codon_assets.core.hosts import get_host
     from codon_assets.core.surrogate import predict_frame
+    from codon_assets.core.surrogate_features import EVO2_COLUMNS
     from codon_assets.core.tsv import read_release_table
 
+    source, output = Path(args.input), Path(args.output)
+    ensure_writable_file(output)
+    release = read_release_table(source)
     ensure_instance_home()
     model = load_surrogate(args.model)
-    source = Path(args.input)
     if args.host:
         host = resolve_host(source, args.host)
     elif len(model.hosts) == 1:
@@ -375,10 +443,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         host = resolve_host(source, None)
     if host not in model.hosts:
         raise CliError(f"the model was trained for {', '.join(model.hosts)}, not {host}", code=2)
-    result = convert_files([read_release_table(source)], get_host(host), ConversionSettings())
+    result = convert_files([release], get_host(host), ConversionSettings())
     records = result.valid
     frame = pd.DataFrame({"protein_id": records["protein_id"].to_pylist(), "sequence": records["sequence"].to_pylist(),
                           "seq_sha256": records["seq_sha256"].to_pylist(), "host": host})
+    reason = np.full(len(frame), "", dtype=object)
     if model.backend != "markov" and len(frame):
         from codon_assets.core.features import extract_features
         from codon_assets.definitions import evo2_from_env
@@ -387,15 +456,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         evo2.setup_for_execution(None)
         scorer, _ = evo2.scorer_for(records)
         features, _ = extract_features(records.select(["protein_id", "sequence", "seq_sha256"]), scorer, evo2.cache())
-        for name in ("avg_loglik", "avg_confidence", "std_confidence", "min_confidence", "perplexity", "codon_entropy"):
+        for name in EVO2_COLUMNS:
             frame[name] = features[name].to_numpy(zero_copy_only=False).astype(float)
-    mu, sigma = predict_frame(model, frame) if len(frame) else (np.zeros(0), np.zeros(0))
-    handle, finish = atomic_text_writer(Path(args.output))
-    pd.DataFrame({"protein_id": frame["protein_id"], "mu": mu, "sigma": sigma}).to_csv(handle, sep="\t", index=False)
+        failed = np.array(features["status"].to_pylist()) != "success"
+        reason[failed] = [f"features_failed: {e}" for e in np.array(features["error"].to_pylist(), dtype=object)[failed]]
+    predicted = reason == ""
+    mu, sigma = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+    if predicted.any():
+        mu[predicted], sigma[predicted] = predict_frame(model, frame[predicted])
+    handle, finish = atomic_text_writer(output)
+    pd.DataFrame({"protein_id": frame["protein_id"], "mu": mu, "sigma": sigma,
+                  "status": np.where(predicted, "predicted", "not_predicted"), "reason": reason}
+                 ).to_csv(handle, sep="\t", index=False, na_rep="")
     finish()
     reasons = ", ".join(f"{k}: {v}" for k, v in result.rejects_by_reason().items()) or "none"
-    print(f"[{host}] {result.rows_read} rows: {len(frame)} predicted -> {args.output}; "
-          f"{result.rejects.num_rows} rejected ({reasons})", file=sys.stderr)
+    print(f"[{host}] {result.rows_read} rows: {int(predicted.sum())} predicted, {int((~predicted).sum())} without "
+          f"features (no prediction) -> {args.output}; {result.rejects.num_rows} rejected ({reasons})", file=sys.stderr)
+    if not predicted.any():
+        raise CliError(f"{source}: nothing could be predicted ({len(frame)} valid records, "
+                       f"{int((~predicted).sum())} without features, {result.rejects.num_rows} rejected)")
     return 0
 
 
@@ -482,6 +561,7 @@ def cmd_design(args: argparse.Namespace) -> int:
     from codon_assets.core.proteins import read_proteins
     from codon_assets.design import DesignConfig, designs_table, run_design
 
+    ensure_writable_file(Path(args.output))
     ensure_instance_home()
     model = load_surrogate(args.model)
     host = resolve_host(Path(args.input), args.host)
@@ -503,6 +583,16 @@ def cmd_design(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codon-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -511,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", required=True, help="a host TSV, or a folder of them")
     run.add_argument("--host", help="host partition (default: from the file name, e.g. Sac.tsv -> S_cerevisiae)")
     run.add_argument("--output-dir", required=True, help="where the seed-compatible files go")
-    run.add_argument("--limit", type=int, help="convert only the first N rows")
+    run.add_argument("--limit", type=positive_int, help="convert only the first N data lines (N >= 1)")
     run.add_argument("--evo2-backend", choices=["markov", "evo2", "nim"],
                      help="feature backend (default: $CODON_EVO2_BACKEND or markov)")
     run.add_argument("--train-surrogate", action="store_true",
@@ -532,8 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     design.add_argument("--input", required=True, help="proteins: FASTA, or TSV with an id and a protein column")
     design.add_argument("--model", required=True, help="registered name[/version], models:/ URI, folder or .pkl")
     design.add_argument("--output", required=True, help="designs TSV")
-    design.add_argument("--steps", type=int, default=40)
-    design.add_argument("--group", type=int, default=16)
+    design.add_argument("--steps", type=positive_int, default=40, help="policy-gradient steps (>= 1)")
+    design.add_argument("--group", type=positive_int, default=16, help="CDS sampled per protein and step (>= 1)")
     design.add_argument("--seed", type=int, default=0)
     design.set_defaults(func=cmd_design)
 
@@ -563,11 +653,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
+    from codon_assets.core.tsv import InputError
+
     try:
         return args.func(args)
     except CliError as exc:
         print(f"codon-assets: error: {exc}", file=sys.stderr)
         return exc.code
+    except InputError as exc:
+        print(f"codon-assets: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("codon-assets: interrupted", file=sys.stderr)
         return 130

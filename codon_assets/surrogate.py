@@ -192,7 +192,8 @@ def train_and_track(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
     importances = top_importances(model)
 
     key_path = context.asset_key.path
-    final_dir = storage_root().joinpath(*key_path, partition or "all")
+    # One folder per run: a concurrent run of the same partition never replaces the model this run reports.
+    final_dir = storage_root().joinpath(*key_path, partition or "all", context.run.run_id)
     work = Path(tempfile.mkdtemp(prefix="surrogate-"))
     try:
         model.save(work / "model")

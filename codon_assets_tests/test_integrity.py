@@ -94,3 +94,33 @@ def test_limit_counts_lines_as_written(tmp_path):
     release = read_release_table(path, limit=3)
     assert release.data_lines == 3 and release.blank_lines == 1 and release.rows_read == 2
     assert release.source_rows.to_pylist() == [1, 3]
+
+
+def test_every_measured_row_is_used_or_counted_under_a_reason(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from codon_assets.core.labels import join_measured, read_measured
+
+    table = tmp_path / "measured.tsv"
+    table.write_text("gene\tfpkm\n" + "".join(f"G{i}\t{v}\n" for i, v in enumerate(
+        ["12.5", "inf", "1e400", "-3", "0", "n/a", "7", "-inf", "NaN"])) + "\t4\nG6\t8\nG99\t5\n")
+    measured = read_measured(table)
+    records = pa.table({"protein_id": [f"G{i}" for i in range(9)], "gene_names": [""] * 9})
+    join = join_measured(records, measured)
+    report = join.report
+    assert measured.problems == {"missing_id": 1, "not_a_number": 2, "non_finite": 3, "not_positive": 2,
+                                 "duplicate_id": 1}
+    assert report["measured_rows"] == 12
+    assert report["measured_rows_used"] == 2 and report["measured_rows_unmatched"] == 1  # G0, G6 used; G99
+    assert report["measured_rows"] == report["measured_rows_used"] + report["measured_rows_unmatched"] + sum(
+        measured.problems.values())
+    assert np.isfinite(join.measured_value).sum() == 2
+
+
+def test_a_quote_in_a_measured_tsv_swallows_no_line(tmp_path):
+    from codon_assets.core.labels import read_measured
+
+    table = tmp_path / "measured.tsv"
+    table.write_text('gene\tfpkm\tnote\nG1\t5\t"open quote\nG2\t6\tx\nG3\t7\t"\n')
+    assert read_measured(table).values == {"G1": 5.0, "G2": 6.0, "G3": 7.0}

@@ -25,8 +25,9 @@ class MeasuredTable:
     path: str
     id_column: str
     value_column: str
-    values: dict[str, float]  # id -> positive value (first occurrence of an id wins)
+    values: dict[str, float]  # id -> positive finite value (first occurrence of an id wins)
     problems: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    rows: int = 0  # data rows in the table: usable ones plus every row counted under a reason
 
 
 @dataclass
@@ -46,8 +47,9 @@ def read_measured(path: str | Path, value_column: str | None = None) -> Measured
         raise InputError(f"{path}: the measured table is empty")
     first_line = text.splitlines()[0]
     delimiter = "\t" if "\t" in first_line else ","
+    # CSV quotes fields; tab-separated tables have no quoting convention (a line is a row as written).
     frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                        quoting=csv.QUOTE_MINIMAL)
+                        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
     if frame.shape[1] < 2:
         raise InputError(f"{path}: the measured table needs an id column and a value column")
     id_column = frame.columns[0]
@@ -62,17 +64,22 @@ def read_measured(path: str | Path, value_column: str | None = None) -> Measured
 
     ids = frame[id_column].str.strip()
     value = numeric[value_column]
+    named = ids != ""
+    finite = np.isfinite(value.to_numpy(dtype=float))
+    # Each row lands under exactly one reason, in this order, or is usable.
     problems = {
-        "missing_id": int((ids == "").sum()),
-        "not_a_number": int((value.isna() & (ids != "")).sum()),
-        "not_positive": int(((value <= 0) & (ids != "")).sum()),
+        "missing_id": int((~named).sum()),
+        "not_a_number": int((named & value.isna()).sum()),
+        "non_finite": int((named & value.notna() & ~finite).sum()),  # inf, or a number beyond float range
+        "not_positive": int((named & finite & (value <= 0)).sum()),
     }
-    usable = (ids != "") & (value > 0)
+    usable = named & finite & (value > 0)
     duplicated = ids.duplicated() & usable
     problems["duplicate_id"] = int(duplicated.sum())
     keep = usable & ~duplicated
     values = dict(zip(ids[keep], value[keep].astype(float)))
-    return MeasuredTable(str(path), id_column, value_column, values, {k: v for k, v in problems.items() if v})
+    return MeasuredTable(str(path), id_column, value_column, values, {k: v for k, v in problems.items() if v},
+                         rows=len(frame))
 
 
 def join_measured(records: pa.Table, measured: MeasuredTable) -> LabelJoin:
@@ -93,11 +100,13 @@ def join_measured(records: pa.Table, measured: MeasuredTable) -> LabelJoin:
                 used.add(name)
                 break
     report = {
+        "measured_rows": measured.rows,
         "records": len(ids),
         "matched_by_protein_id": matched_by.count("protein_id"),
         "matched_by_gene_name": matched_by.count("gene_name"),
         "records_without_measurement": matched_by.count(None),
         "measured_rows_usable": len(measured.values),
+        "measured_rows_used": len(used),
         "measured_rows_unmatched": len(set(measured.values) - used),
         **{f"measured_rows_{reason}": count for reason, count in measured.problems.items()},
     }

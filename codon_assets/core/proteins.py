@@ -107,7 +107,8 @@ def _pick(header: list[str], names: tuple[str, ...]) -> int | None:
 
 
 def _table(text: str, path: Path) -> list[tuple[str, str, str, str | None]]:
-    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    # Tab-separated tables have no quoting convention: a line is a row, whatever quotes it holds.
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
     header = rows[0]
     id_col, seq_col = _pick(header, ID_NAMES), _pick(header, PROTEIN_NAMES)
     cds_col = _pick(header, tuple(n for n in CDS_NAMES if seq_col is None or header[seq_col].strip().lower() != n))
