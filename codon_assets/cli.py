@@ -276,7 +276,7 @@ def export_pickle(model_dir: Path, path: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from codon_assets.core.hosts import HOSTS
-    from codon_assets.core.tsv import scan_input_file
+    from codon_assets.core.tsv import read_header
 
     source = Path(args.input)
     if not source.exists():
@@ -300,7 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Unusable input or output is refused before any run starts.
     for _, files in runs:
         for file in files:
-            scan_input_file(file, "a tab-separated table file")
+            read_header(file)
     output_dirs = {host: Path(args.output_dir) / host if source.is_dir() else Path(args.output_dir) for host, _ in runs}
     for directory in output_dirs.values():
         ensure_writable_dir(directory)

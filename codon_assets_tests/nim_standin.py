@@ -3,7 +3,9 @@
 It serves a known deterministic "model" so the correct log-probabilities are known exactly: the logits
 at position i are ``HIGH`` for the byte token of ``NEXT[base_i]`` and 0 for every other token
 (a context-1 chain A->C->G->T->A). Requests can be scripted, per sequence or globally, to fail in the
-ways a real endpoint does. Every request is recorded (method, path, headers, JSON body).
+ways a real endpoint does, or in hostile ways (trickling a body byte by byte, echoing the request headers,
+answering 202 forever). Every request is recorded (method, path, headers, JSON body). Stopping the server
+ends trickling replies and shuts down every open connection, so no handler outlives a test.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
+import socket
 import threading
 import time
 import uuid
@@ -47,17 +51,18 @@ def expected_logprobs(sequence: str, vocab: int = 512) -> np.ndarray:
 @dataclass
 class Step:
     """One scripted reply. kind: ok | status | slow | bad_json | bad_base64 | bad_npz | missing_layer |
-    truncated | small_vocab | accepted | echo_auth."""
+    truncated | small_vocab | accepted | echo_auth | trickle | echo_headers | accepted_forever."""
 
     kind: str
     status: int = 200
     retry_after: str | None = None
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # slow: before answering; trickle: before each byte of the body
     polls: int = 0  # accepted: status GETs answered 202 before the result
+    body: bytes | None = None  # status: the error body (default: a JSON "detail")
 
 
-def fail(status: int, retry_after: str | None = None) -> Step:
-    return Step("status", status=status, retry_after=retry_after)
+def fail(status: int, retry_after: str | None = None, body: bytes | None = None) -> Step:
+    return Step("status", status=status, retry_after=retry_after, body=body)
 
 
 def slow(delay_s: float) -> Step:
@@ -70,6 +75,21 @@ def malformed(kind: str) -> Step:
 
 def accepted(polls: int) -> Step:
     return Step("accepted", polls=polls)
+
+
+def trickle(byte_delay_s: float = 0.01) -> Step:
+    """A valid 200 whose body (tens of kB) arrives one byte per ``byte_delay_s``: minutes in all."""
+    return Step("trickle", delay_s=byte_delay_s)
+
+
+def echo_headers(status: int = 400) -> Step:
+    """An error whose body lists every request header line, Authorization included."""
+    return Step("echo_headers", status=status)
+
+
+def accepted_forever() -> Step:
+    """202 with an NVCF-REQID, and 202 to every status poll of that id."""
+    return Step("accepted_forever")
 
 
 @dataclass
@@ -101,6 +121,8 @@ class NimStandin:
         self._scripts: dict[str | None, deque[Step]] = {}
         self._pending: dict[str, list] = {}  # request id -> [sequence, 202s still to give]
         self._server: ThreadingHTTPServer | None = None
+        self._closing = threading.Event()  # ends sleeping and trickling handlers
+        self._conns: set[socket.socket] = set()  # open client connections, shut down on stop
 
     # ---------------------------------------------------------------- control
 
@@ -132,7 +154,16 @@ class NimStandin:
 
     def __exit__(self, *exc: object) -> None:
         assert self._server is not None
+        self._closing.set()
         self._server.shutdown()
+        # Idle keep-alive handlers block reading the next request: shutting their sockets ends them.
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the client
+                pass
         self._server.server_close()
 
     # ---------------------------------------------------------------- behaviour
@@ -163,12 +194,22 @@ def _make_handler(nim: NimStandin) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:  # quiet
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            with nim._lock:
+                nim._conns.add(self.connection)
+
+        def finish(self) -> None:
+            with nim._lock:
+                nim._conns.discard(self.connection)
+            super().finish()
+
         def _record(self, body: dict | None) -> None:
             with nim._lock:
                 nim.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
 
         def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None,
-                  content_length: int | None = None) -> None:
+                  content_length: int | None = None, byte_delay_s: float = 0.0) -> None:
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -176,9 +217,16 @@ def _make_handler(nim: NimStandin) -> type[BaseHTTPRequestHandler]:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(body)
+                if byte_delay_s <= 0:
+                    self.wfile.write(body)
+                else:
+                    for i in range(len(body)):
+                        if nim._closing.wait(byte_delay_s):
+                            self.close_connection = True  # the body stays incomplete: never reuse it
+                            break
+                        self.wfile.write(body[i:i + 1])
                 self.wfile.flush()
-            except OSError:  # the client gave up (timeout) and closed the socket
+            except OSError:  # BrokenPipe / ConnectionReset: the client gave up and closed the socket
                 self.close_connection = True
 
         def _authorised(self) -> bool:
@@ -212,10 +260,18 @@ def _make_handler(nim: NimStandin) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, nim._ok_body(seq))
             if k == "status":
                 extra = {"Retry-After": step.retry_after} if step.retry_after else {}
-                return self._send(step.status, json.dumps({"detail": f"scripted {step.status}"}).encode(), extra)
+                body = step.body
+                if body is None:
+                    body = json.dumps({"detail": f"scripted {step.status}"}).encode()
+                return self._send(step.status, body, extra)
             if k == "slow":
-                time.sleep(step.delay_s)
+                nim._closing.wait(step.delay_s)
                 return self._send(200, nim._ok_body(seq))
+            if k == "trickle":
+                return self._send(200, nim._ok_body(seq), byte_delay_s=step.delay_s)
+            if k == "echo_headers":
+                lines = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+                return self._send(step.status, f"rejected; your request headers were:\r\n{lines}".encode())
             if k == "bad_json":
                 return self._send(200, nim._ok_body(seq)[:40])
             if k == "bad_base64":
@@ -233,10 +289,10 @@ def _make_handler(nim: NimStandin) -> type[BaseHTTPRequestHandler]:
             if k == "echo_auth":  # a misbehaving proxy that echoes request headers into an error body
                 echoed = self.headers.get("Authorization")
                 return self._send(400, json.dumps({"detail": f"bad request; got {echoed}"}).encode())
-            if k == "accepted":
+            if k in ("accepted", "accepted_forever"):
                 req_id = str(uuid.uuid4())
                 with nim._lock:
-                    nim._pending[req_id] = [seq, step.polls]
+                    nim._pending[req_id] = [seq, math.inf if k == "accepted_forever" else step.polls]
                 return self._send(202, b"", {"NVCF-REQID": req_id, "NVCF-STATUS": "pending-evaluation"})
             raise AssertionError(f"unknown step {k!r}")
 

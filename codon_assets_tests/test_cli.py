@@ -158,7 +158,7 @@ def test_train_then_predict_from_pkl_and_registry(dagster_home, tmp_path):
         predictions[name] = target.read_text()
     assert predictions["pkl"] == predictions["registry"] == predictions["uri"]
     lines = predictions["pkl"].splitlines()
-    assert lines[0] == "protein_id\tmu\tsigma" and len(lines) > 150
+    assert lines[0] == "protein_id\tmu\tsigma\tstatus\treason" and len(lines) > 150
     mu = [float(line.split("\t")[1]) for line in lines[1:]]
     assert len(set(mu)) > 50  # real per-record predictions, not a constant
     assert main(["predict", "--model", "no-such-model", "--input", str(heldout), "--output", str(tmp_path / "x.tsv")]) == 1

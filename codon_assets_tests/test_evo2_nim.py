@@ -1,23 +1,30 @@
-"""NimEvo2Scorer against the loopback NIM stand-in: scoring, alignment, retries, polling, rate limit, secrecy."""
+"""NimEvo2Scorer against the loopback NIM stand-in: scoring, alignment, retries, polling, rate limit, secrecy,
+deadlines against hostile servers, and interrupts."""
 
 from __future__ import annotations
 
+import _thread
 import logging
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
+import requests
 
 from codon_assets_tests.nim_standin import (
     STATUS_PREFIX,
     NimStandin,
     Step,
     accepted,
+    accepted_forever,
+    echo_headers,
     expected_logprobs,
     fail,
     malformed,
     slow,
+    trickle,
 )
 from resources.evo2.nim import NimError, NimEvo2Scorer, TokenBucket
 from codon_assets.core.features import TokenLogprobScorer
@@ -67,6 +74,20 @@ def make_client(nim: NimStandin, clock: FakeClock, **kw) -> NimEvo2Scorer:
                 sleep=clock.sleep, clock=clock, rng=random.Random(0))
     args.update(kw)
     return NimEvo2Scorer(nim.url, **args)
+
+
+def key_pieces_in(text: str, min_len: int = 6) -> list[str]:
+    """Every piece of KEY at least ``min_len`` long that occurs in ``text``."""
+    return [KEY[i:j] for i in range(len(KEY)) for j in range(i + min_len, len(KEY) + 1) if KEY[i:j] in text]
+
+
+def wait_until(condition, within_s: float) -> bool:
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
 
 
 def mutate(seq: str, k: int) -> str:
@@ -278,3 +299,143 @@ def test_api_key_never_leaks(nim, clock, caplog):
     assert "***" in str(results[0])  # the echoed header was redacted
     for text in texts:
         assert KEY not in text
+
+
+@pytest.fixture(scope="module")
+def shared_nim():
+    with NimStandin(api_key=KEY) as server:
+        yield server
+
+
+@pytest.mark.parametrize("offset", range(150, 251))
+def test_key_straddling_the_snippet_cut_never_leaks(shared_nim, clock, caplog, offset):
+    # The message keeps 200 characters of the body: the key sits before, across and after that cut.
+    caplog.set_level(logging.DEBUG)
+    status, attempts = (400, 1) if offset % 2 else (503, 2)  # not retried / retried (its warning is logged too)
+    body = b"x" * offset + KEY.encode() + b"y" * 80
+    shared_nim.script(*[fail(status, body=body)] * attempts, sequence=CHAIN)
+    with make_client(shared_nim, clock, max_attempts=2) as client:
+        (err,) = client.logprobs([CHAIN])
+    assert isinstance(err, NimError) and err.status == status
+    assert err.attempts == attempts and "xxxx" in str(err)
+    for text in (str(err), repr(err), str(err.__cause__), repr([err]), caplog.text):
+        assert key_pieces_in(text) == []
+    if offset < 200 - len("***"):  # the whole marker fits within the cut
+        assert "***" in str(err)
+
+
+@pytest.mark.parametrize("status", [401, 503])
+def test_echoed_request_headers_are_redacted(nim, clock, caplog, status):
+    caplog.set_level(logging.DEBUG)
+    nim.script(echo_headers(status), echo_headers(status), sequence=CHAIN)
+    with make_client(nim, clock, max_attempts=2) as client:
+        (err,) = client.logprobs([CHAIN])
+    assert isinstance(err, NimError) and err.status == status
+    assert nim.requests[0].headers["Authorization"] == f"Bearer {KEY}"  # it was sent, and echoed
+    assert "request headers were" in str(err)
+    for text in (str(err), repr(err), str(err.__cause__), caplog.text):
+        assert key_pieces_in(text) == []
+
+
+def test_bearer_tokens_and_authorization_values_are_redacted_generically(nim, clock):
+    # Not our key (a proxy's, or a stale one): still never repeated.
+    body = b'{"detail": "token Bearer nvapi-someone-elses-token rejected", "authorization": "Basic dXNlcjpwdw=="}'
+    nim.script(fail(401, body=body), sequence=CHAIN)
+    with make_client(nim, clock) as client:
+        (err,) = client.logprobs([CHAIN])
+    assert isinstance(err, NimError) and err.status == 401
+    assert "Bearer ***" in str(err) and "rejected" in str(err)
+    assert "someone-elses" not in str(err) and "dXNlcjpwdw" not in str(err)
+
+
+# ---------------------------------------------------------------------------- deadlines against hostile servers
+
+
+def test_trickled_body_is_cut_off_at_the_request_deadline(nim, clock):
+    # One byte per 10 ms: each socket read is fast, so only an overall deadline stops it (~9 minutes of body).
+    nim.script(trickle(0.01), sequence=CHAIN)
+    start = time.monotonic()
+    with make_client(nim, clock, timeout_s=5.0, request_deadline_s=1.0, max_attempts=1) as client:
+        err, ok = client.logprobs([CHAIN, "GATTACA"])
+    elapsed = time.monotonic() - start
+    assert isinstance(err, NimError) and err.kind == "timeout" and "timed out" in str(err)
+    assert isinstance(err.__cause__, NimError) and err.__cause__.retryable
+    np.testing.assert_allclose(ok, expected_logprobs("GATTACA"), atol=1e-9)
+    assert 0.9 <= elapsed < 5.0
+    # the client hung up, so the trickling handler stopped (the server is still running)
+    assert wait_until(lambda: not nim._conns, within_s=2.0)
+
+
+def test_record_deadline_bounds_retries_of_a_slow_server(nim, clock):
+    # 20 attempts x 0.5 s would hold the record 10 s; the record deadline of 1.5 s ends it after 2-3 attempts
+    # (no retry is made whose backoff would end past it).
+    nim.script(*[trickle(0.01)] * 20, sequence=CHAIN)
+    start = time.monotonic()
+    with make_client(nim, clock, request_deadline_s=0.5, record_deadline_s=1.5, max_attempts=20) as client:
+        (err,) = client.logprobs([CHAIN])
+    elapsed = time.monotonic() - start
+    assert isinstance(err, NimError) and err.kind == "timeout"
+    assert "record deadline of 1.5s reached" in str(err)
+    assert 2 <= err.attempts <= 4 and nim.count("POST", CHAIN) <= err.attempts
+    assert 0.9 <= elapsed < 5.0
+
+
+def test_202_forever_stops_at_max_poll_without_resubmitting(nim, clock):
+    nim.script(accepted_forever(), sequence=CHAIN)
+    with make_client(nim, clock, max_poll_s=2.0) as client:
+        (err,) = client.logprobs([CHAIN])
+    assert isinstance(err, NimError) and err.kind == "poll_timeout"
+    assert nim.count("POST") == 1 and nim.count("GET") == 4
+
+
+def test_202_forever_stops_at_the_record_deadline_in_real_time(nim):
+    # Real sleeps and clock: a poll window of 10 minutes, cut by a record deadline of 1 s.
+    nim.script(accepted_forever(), sequence=CHAIN)
+    start = time.monotonic()
+    with NimEvo2Scorer(nim.url, api_key_env=ENV, requests_per_minute=None, timeout_s=5.0, poll_url=nim.poll_url,
+                       poll_interval_s=0.05, max_poll_s=600.0, record_deadline_s=1.0) as client:
+        (err,) = client.logprobs([CHAIN])
+    elapsed = time.monotonic() - start
+    assert isinstance(err, NimError) and err.kind == "timeout"
+    assert nim.count("POST") == 1 and nim.count("GET") >= 5
+    assert 0.9 <= elapsed < 5.0
+
+
+# ---------------------------------------------------------------------------- interrupts
+
+
+def nim_workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("nim-evo2")]
+
+
+def test_interrupt_stops_the_batch_and_its_workers_promptly(nim, clock):
+    nim.script(*[trickle(0.01)] * 6)  # every record trickles for tens of seconds
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # Ctrl-C, delivered to this (the main) thread
+    start = time.monotonic()
+    with make_client(nim, clock, request_deadline_s=60.0, max_concurrency=3) as client:
+        try:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                client.logprobs([CHAIN, "GATTACA", "ACGTTGCA", "TTGCA", "CCGGA", "AAACG"])
+        finally:
+            timer.cancel()
+            timer.join()
+        interrupted_after = time.monotonic() - start
+    assert interrupted_after < 3.0
+    assert wait_until(lambda: not nim_workers(), within_s=3.0), nim_workers()
+    assert nim.count("POST") == 3  # the records still queued were cancelled, never sent
+
+
+def test_standin_stops_promptly_while_trickling_to_a_stalled_client():
+    nim = NimStandin(api_key=KEY)
+    with nim:
+        nim.script(trickle(0.01))
+        resp = requests.post(nim.url + "/biology/arc/evo2/forward", json={"sequence": CHAIN, "output_layers":
+                             ["output_layer"]}, headers={"Authorization": f"Bearer {KEY}"}, stream=True, timeout=5)
+        assert resp.status_code == 200  # headers in, body trickling, and the client reads none of it
+        start = time.monotonic()
+    try:
+        assert time.monotonic() - start < 2.0
+        assert wait_until(lambda: not nim._conns, within_s=2.0)  # every handler ended and let go of its socket
+    finally:
+        resp.close()

@@ -217,8 +217,9 @@ def _decode(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray | None
     return pa.chunked_array([pa.array(decoded, pa.string())]), invalid
 
 
-def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTable:
-    """Parse one input file. ``limit`` keeps the first N data lines (malformed ones included)."""
+def read_header(path: str | Path) -> tuple[FileScan, list[str]]:
+    """The scan and the column names of an input table, or one clear InputError when the file cannot be
+    this table (not text, empty, no CDS or id column, a repeated column)."""
     path = Path(path)
     scan = scan_input_file(path, "a tab-separated table file")
     if not scan.has_text:
@@ -239,7 +240,13 @@ def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTab
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise InputError(f"{path}: the header repeats the column name(s) {', '.join(map(repr, repeated))}")
+    return scan, header
 
+
+def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTable:
+    """Parse one input file. ``limit`` keeps the first N data lines (malformed ones included)."""
+    path = Path(path)
+    scan, header = read_header(path)
     try:
         table, malformed = _parse(path, header)
     except pa.ArrowInvalid as exc:
