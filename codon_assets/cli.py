@@ -90,7 +90,10 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
         )
     if resources:
         run_config["resources"] = {**run_config.get("resources", {}), **resources}
-    tags = {"codon_assets/source": "cli", **({"dagster/partition": host} if host else {})}
+    from codon_assets import run_guard
+
+    # The process tags let a later command tell that this run's worker is gone (killed) and free its slots.
+    tags = {"codon_assets/source": "cli", **({"dagster/partition": host} if host else {}), **run_guard.process_tags()}
     # Two first runs on a new instance would both create its sqlite tables ("table ... already exists"):
     # the first opening of each storage is serialised by a lock file in DAGSTER_HOME.
     with FileLock(str(Path(os.environ["DAGSTER_HOME"]) / ".storage-init.lock"), timeout=300):
@@ -98,9 +101,15 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
         instance.get_runs(limit=1)
         instance.all_instigator_state()
         instance.get_latest_materialization_event(dg.AssetKey("raw_tsv"))
-    with instance:
-        result = dg.execute_job(dg.reconstructable(command_line_job), instance, run_config=run_config, tags=tags,
-                                asset_selection=[dg.AssetKey(name) for name in selection], raise_on_error=False)
+    home = Path(os.environ["DAGSTER_HOME"])
+    # Runs of one host partition from the command line take turns (the waiting one names the holder); a
+    # signal cancels the run and frees its slots; runs whose worker was killed are failed before waiting.
+    with instance, run_guard.interrupt_handling(instance), \
+            run_guard.partition_lock(home, host or "unpartitioned", " ".join(sys.argv)):
+        run_guard.fail_orphaned_runs(instance)
+        with run_guard.slot_wait_reporter(instance):
+            result = dg.execute_job(dg.reconstructable(command_line_job), instance, run_config=run_config, tags=tags,
+                                    asset_selection=[dg.AssetKey(name) for name in selection], raise_on_error=False)
         step_seconds = _step_seconds(instance, result.run_id)
     release_unused_memory()  # the run's tables are gone; the exports start from a lean process
     return result, step_seconds
@@ -653,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
+    from codon_assets import run_guard
     from codon_assets.core.tsv import InputError
 
     try:
@@ -663,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"codon-assets: error: {exc}", file=sys.stderr)
         return 1
+    except run_guard.Interrupted as exc:
+        print(f"codon-assets: interrupted ({exc})", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("codon-assets: interrupted", file=sys.stderr)
         return 130

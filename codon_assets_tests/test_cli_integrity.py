@@ -177,3 +177,68 @@ def test_outputs_and_arguments_are_refused_before_work(dagster_home, tmp_path, c
         with pytest.raises(SystemExit) as exited:
             main(["design", "--model", "x", "--input", str(proteins), "--output", str(tmp_path / "d.tsv"), flag, "-5"])
         assert exited.value.code == 2 and flag in error_line(capsys)
+
+
+def _start_slow_nim_run(tmp_path, nim, name):
+    """A CLI run whose evo2_features step holds the gpu slot while a slow NIM answers."""
+    import time
+
+    source = write_lines(tmp_path / name / "Pic.tsv", PIC_LINES[1:6])
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "CODON_NIM_URL": nim.url,
+           "NVIDIA_API_KEY": "test-key", "CODON_FEATURE_CACHE_DIR": str(tmp_path / name / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "codon_assets.cli", "run", "--input", str(source),
+                             "--output-dir", str(tmp_path / name / "out"), "--evo2-backend", "nim"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while nim.count("POST") == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.1)
+    return proc, env
+
+
+@pytest.mark.integration
+def test_a_killed_run_does_not_block_the_next_one(tmp_path, monkeypatch):
+    """SIGKILL inside evo2_features leaves the run STARTED with the gpu slot; the next command fails that run,
+    frees the slot and completes instead of waiting forever."""
+    import signal
+
+    from codon_assets_tests.nim_standin import NimStandin
+
+    with NimStandin(api_key="test-key", latency=lambda sequence: 30.0) as nim:
+        killed, env = _start_slow_nim_run(tmp_path, nim, "killed")
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate()
+    env = {**os.environ, "DAGSTER_HOME": env["DAGSTER_HOME"]}
+    nxt = subprocess.run([sys.executable, "-m", "codon_assets.cli", "run", "--input", str(EXAMPLES / "Pic.tsv"),
+                          "--output-dir", str(tmp_path / "next")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert nxt.returncode == 0, nxt.stderr[-2000:]
+    assert "is gone" in nxt.stderr and "pool slots freed" in nxt.stderr
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        statuses = sorted(run.status.value for run in instance.get_runs())
+        assert statuses == ["FAILURE", "SUCCESS"]
+        assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_stops_the_command_and_frees_the_slot(tmp_path, monkeypatch, signum, code):
+    import signal
+    import time
+
+    from codon_assets_tests.nim_standin import NimStandin
+
+    with NimStandin(api_key="test-key", latency=lambda sequence: 30.0) as nim:
+        proc, env = _start_slow_nim_run(tmp_path, nim, "stopped")
+        sent = time.monotonic()
+        proc.send_signal(getattr(signal, signum))
+        _, stderr = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - sent
+    assert proc.returncode == code and elapsed < 10, (elapsed, stderr[-2000:])
+    assert "Traceback" not in stderr
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        (run,) = instance.get_runs()
+        assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+        assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
