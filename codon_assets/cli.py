@@ -473,11 +473,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     mu, sigma = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
     if predicted.any():
         mu[predicted], sigma[predicted] = predict_frame(model, frame[predicted])
-    handle, finish = atomic_text_writer(output)
-    pd.DataFrame({"protein_id": frame["protein_id"], "mu": mu, "sigma": sigma,
-                  "status": np.where(predicted, "predicted", "not_predicted"), "reason": reason}
-                 ).to_csv(handle, sep="\t", index=False, na_rep="")
-    finish()
+    with atomic_text_writer(output) as handle:
+        pd.DataFrame({"protein_id": frame["protein_id"], "mu": mu, "sigma": sigma,
+                      "status": np.where(predicted, "predicted", "not_predicted"), "reason": reason}
+                     ).to_csv(handle, sep="\t", index=False, na_rep="")
     reasons = ", ".join(f"{k}: {v}" for k, v in result.rejects_by_reason().items()) or "none"
     print(f"[{host}] {result.rows_read} rows: {int(predicted.sum())} predicted, {int((~predicted).sum())} without "
           f"features (no prediction) -> {args.output}; {result.rejects.num_rows} rejected ({reasons})", file=sys.stderr)
@@ -581,9 +580,8 @@ def cmd_design(args: argparse.Namespace) -> int:
         raise CliError(f"{args.input}: no usable protein ({len(rejects)} rejected)")
     config = DesignConfig(steps=args.steps, group=args.group, seed=args.seed)
     designs, summary = run_design(model, host, proteins, config)
-    handle, finish = atomic_text_writer(Path(args.output))
-    designs_table(designs).to_pandas().to_csv(handle, sep="\t", index=False)
-    finish()
+    with atomic_text_writer(Path(args.output)) as handle:
+        designs_table(designs).to_pandas().to_csv(handle, sep="\t", index=False)
     for reject in rejects:
         print(f"rejected {reject.protein_id or '?'} ({reject.source}): {reject.reason} {reject.detail}", file=sys.stderr)
     print(f"[{host}] {len(designs)} designs -> {args.output}; feasible {summary['n_feasible']}/{len(designs)}; "

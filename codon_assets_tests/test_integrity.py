@@ -124,3 +124,18 @@ def test_a_quote_in_a_measured_tsv_swallows_no_line(tmp_path):
     table = tmp_path / "measured.tsv"
     table.write_text('gene\tfpkm\tnote\nG1\t5\t"open quote\nG2\t6\tx\nG3\t7\t"\n')
     assert read_measured(table).values == {"G1": 5.0, "G2": 6.0, "G3": 7.0}
+
+
+def test_a_failed_export_leaves_no_temporary_file_and_the_old_file(tmp_path):
+    from codon_assets.core.export import write_jsonl
+
+    target = tmp_path / "out.jsonl"
+    target.write_text("old\n")
+
+    def records():
+        yield {"a": 1}
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl(records(), target)
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

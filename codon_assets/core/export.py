@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,23 +16,23 @@ import pyarrow.parquet as pq
 from codon_assets.core.convert import METADATA_COLUMNS
 
 
-def atomic_text_writer(path: Path):
-    """Open a temporary file beside ``path``; ``finish()`` renames it into place."""
+@contextmanager
+def atomic_text_writer(path: Path) -> Iterator[TextIO]:
+    """A text file written to a temporary file beside ``path`` and renamed into place when the block ends;
+    if the block fails, the temporary file is removed and ``path`` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    handle = open(tmp, "w", encoding="utf-8")
-
-    def finish() -> None:
-        handle.close()
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            yield handle
         os.replace(tmp, path)
-
-    return handle, finish
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(data: object, path: Path) -> None:
-    handle, finish = atomic_text_writer(path)
-    json.dump(data, handle, indent=2)
-    finish()
+    with atomic_text_writer(path) as handle:
+        json.dump(data, handle, indent=2)
 
 
 def table_batches(path: Path, columns: list[str] | None = None, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
@@ -70,13 +72,12 @@ def converted_records(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
 
 
 def write_jsonl(records: Iterator[dict], path: Path) -> int:
-    handle, finish = atomic_text_writer(path)
     count = 0
-    for record in records:
-        handle.write(json.dumps(record, ensure_ascii=False))
-        handle.write("\n")
-        count += 1
-    finish()
+    with atomic_text_writer(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False))
+            handle.write("\n")
+            count += 1
     return count
 
 
@@ -113,15 +114,14 @@ def evo2_feature_records(batches: Iterable[pa.RecordBatch], converted: Iterable[
 
 def write_json_array(records: Iterator[dict], path: Path) -> int:
     """A JSON array written one element at a time (never the whole document in memory)."""
-    handle, finish = atomic_text_writer(path)
-    handle.write("[")
     count = 0
-    for record in records:
-        handle.write(",\n" if count else "\n")
-        handle.write(json.dumps(record))
-        count += 1
-    handle.write("\n]\n")
-    finish()
+    with atomic_text_writer(path) as handle:
+        handle.write("[")
+        for record in records:
+            handle.write(",\n" if count else "\n")
+            handle.write(json.dumps(record))
+            count += 1
+        handle.write("\n]\n")
     return count
 
 
