@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from codon_assets.deployment import default_executor
 from codon_assets.design import codon_designs
 from codon_assets.features import evo2_features
 from codon_assets.ingest import converted_dataset, raw_tsv
@@ -54,6 +55,9 @@ defs = dg.Definitions(
     schedules=ALL_SCHEDULES,
     sensors=ALL_SENSORS,
     resources=build_resources(),
+    # Every job without an executor of its own, the implicit asset job of UI materializations and backfills
+    # included, places each step by its tag: in process locally, the GPU step in its container or pod.
+    executor=default_executor(),
 )
 
 

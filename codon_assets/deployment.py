@@ -1,16 +1,25 @@
-"""Where steps run: the deployment profile and the docker executor configuration of the Evo 2 step.
+"""Where steps run: the deployment profile and the executor that places each step.
 
-Pure functions of the environment, so the code location, the run worker and the step container (which
-imports the definitions again) all compute the same thing:
+The step's op tag decides its container. ``evo2_features`` carries ``codon_assets/compute=gpu`` (and its
+``dagster-k8s/config``); every other step carries none. Pure functions of the environment, so the code
+location, the run worker and the step containers (which import the definitions again) all compute the same:
 
-- ``CODON_DEPLOYMENT``: ``local`` (default: every step in the run's own process) or ``docker`` (the GPU
-  job's steps each run in a container of ``CODON_EVO2_IMAGE`` through ``dagster_docker.docker_executor``).
-- ``CODON_EVO2_IMAGE``: the step image (built from ``deployments/Dockerfile.evo2``, or
+- ``CODON_DEPLOYMENT``: ``local`` (default: steps in the run worker, Dagster's default executor), ``docker``
+  (every step in a container of its own through the Docker API: the GPU-tagged step in ``CODON_EVO2_IMAGE``
+  with one GPU requested, the others in the CPU image without one; ``gpu_routed_docker_executor``) or
+  ``k8s`` (every step in a pod of its own through ``dagster_k8s.k8s_job_executor``: the GPU-tagged step's
+  ``dagster-k8s/config`` gives its pod the Evo 2 image, a GPU limit, a GPU node selector and toleration and
+  ``CODON_EVO2_BACKEND``; the others run in the code location's CPU image on CPU nodes). The profile's
+  executor is the code location's default, so every job routes the same way: the implicit asset job behind
+  UI materializations and backfills, and the jobs of schedules, sensors and declarative automation.
+- ``CODON_EVO2_IMAGE``: the GPU step's image (built from ``deployments/Dockerfile.evo2``, or
   ``deployments/Dockerfile`` for the CPU backends); required in the docker profile.
+- ``CODON_IMAGE``: the image of the other steps in the docker profile (built from ``deployments/Dockerfile``);
+  when unset, the code location's own image (``dagster code-server start --container-image``).
 - ``CODON_DOCKER_NETWORK``: the container's network (default ``host``: Postgres, MLflow and NIM on the
   launching machine's loopback stay reachable). In compose, the compose network's name.
-- ``CODON_DOCKER_GPU``: ``0``/``false``/``no``/``off`` drops the GPU request (a machine without a GPU, the
-  markov backend, CI); anything else, or unset, requests one GPU (``--gpus 1``).
+- ``CODON_DOCKER_GPU``: ``0``/``false``/``no``/``off`` drops the GPU step's GPU request (a machine without a
+  GPU, the markov backend, CI); anything else, or unset, requests one GPU (``--gpus 1``).
 - ``CODON_DOCKER_VOLUMES``: comma-separated ``SRC[:DST[:MODE]]`` (DST defaults to SRC, MODE to rw); SRC is
   a path on the Docker host or a named volume. When unset, each data directory that is set (DAGSTER_HOME,
   CODON_STORAGE_DIR, CODON_FEATURE_CACHE_DIR, CODON_INPUT_DIR read-only, CODON_EVO2_LOCAL_PATH read-only)
@@ -31,10 +40,11 @@ reads a bare name's value where the run is launched and fails the run before a c
 not set there. A secret therefore never enters the run configuration (which is stored with the run), only
 the container's environment.
 
-The step image is ``CODON_EVO2_IMAGE`` only while the code location does not name an image of its own:
-dagster-docker prefers the code location's image (``dagster code-server start --container-image`` or
-``DAGSTER_CURRENT_IMAGE`` in the code server's environment) to the executor's, so leave both unset on a
-location whose Evo 2 step must run in another image.
+Kubernetes (``k8s`` profile): ``CODON_EVO2_IMAGE`` (default: the code location's image),
+``CODON_K8S_EVO2_BACKEND`` (the GPU step's ``CODON_EVO2_BACKEND``, default ``evo2``; CPU pods keep theirs),
+``CODON_K8S_GPU_NODE_SELECTOR`` (``key=value[,key=value]``, default ``nvidia.com/gpu.present=true``, the label
+of NVIDIA's GPU feature discovery), ``CODON_K8S_GPU_TOLERATION`` (the taint key of the GPU nodes, default
+``nvidia.com/gpu``) and ``CODON_K8S_GPU_COUNT`` (default 1).
 """
 
 from __future__ import annotations
@@ -44,7 +54,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-PROFILES = ("local", "docker")
+PROFILES = ("local", "docker", "k8s")
+# The op tag that sends a step to the GPU container (docker) or GPU pod (k8s), and its value.
+GPU_STEP_TAG = "codon_assets/compute"
+GPU = "gpu"
 DEFAULT_NETWORK = "host"
 STEP_LABEL = "codon-assets.step"
 FORWARDED_NAMES = ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "NVIDIA_API_KEY")
@@ -72,7 +85,7 @@ def _flag(value: str | None, default: bool) -> bool:
 
 
 def deployment_profile(environ: Mapping[str, str] | None = None) -> str:
-    """``local`` (default) or ``docker``, from ``CODON_DEPLOYMENT``."""
+    """``local`` (default), ``docker`` or ``k8s``, from ``CODON_DEPLOYMENT``."""
     value = (_env(environ).get("CODON_DEPLOYMENT") or "local").strip().lower()
     if value not in PROFILES:
         raise ValueError(f"CODON_DEPLOYMENT={value!r}: expected one of {', '.join(PROFILES)}")
@@ -149,62 +162,64 @@ def container_labels(environ: Mapping[str, str] | None = None) -> dict[str, str]
     return labels
 
 
-def docker_executor_config(gpu: bool | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Config of ``dagster_docker.docker_executor`` for the Evo 2 step (see the module docstring).
+def gpu_container_kwargs(gpu: bool | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What the GPU step's container adds to the others': one GPU (``docker run --gpus 1``) unless
+    ``gpu`` is False (None reads ``CODON_DOCKER_GPU``, default on). On a machine without the NVIDIA runtime
+    such a container fails to start ("could not select device driver"): set CODON_DOCKER_GPU=0 there."""
+    if gpu is None:
+        gpu = _flag(_env(environ).get("CODON_DOCKER_GPU"), True)
+    return {"device_requests": [{"driver": "nvidia", "count": 1, "capabilities": [["gpu"]]}]} if gpu else {}
 
-    ``gpu``: request one GPU; None reads ``CODON_DOCKER_GPU`` (default on).
-    """
+
+def docker_executor_config(gpu: bool | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Config of ``gpu_routed_docker_executor`` in the docker profile (see the module docstring)."""
     env = _env(environ)
-    image = env.get("CODON_EVO2_IMAGE", "").strip()
-    if not image:
+    gpu_image = env.get("CODON_EVO2_IMAGE", "").strip()
+    if not gpu_image:
         raise ValueError(
             "CODON_EVO2_IMAGE is not set: the docker deployment runs the Evo 2 step in that image (built from "
             "deployments/Dockerfile.evo2, or deployments/Dockerfile for the markov/nim backends)"
         )
-    if gpu is None:
-        gpu = _flag(env.get("CODON_DOCKER_GPU"), True)
-    container_kwargs: dict[str, Any] = {
-        "volumes": container_volumes(env),
-        "labels": container_labels(env),
-    }
-    if gpu:
-        # `docker run --gpus 1`; on a machine without the NVIDIA runtime the container fails to start
-        # ("could not select device driver"): set CODON_DOCKER_GPU=0 there.
-        container_kwargs["device_requests"] = [{"driver": "nvidia", "count": 1, "capabilities": [["gpu"]]}]
     config: dict[str, Any] = {
-        "image": image,
+        "gpu_image": gpu_image,
+        "gpu_container_kwargs": gpu_container_kwargs(gpu, env),
         "env_vars": forwarded_env_vars(env),
-        "container_kwargs": container_kwargs,
+        "container_kwargs": {"volumes": container_volumes(env), "labels": container_labels(env)},
     }
+    cpu_image = env.get("CODON_IMAGE", "").strip()
+    if cpu_image:
+        config["image"] = cpu_image
     network = (env.get("CODON_DOCKER_NETWORK") or DEFAULT_NETWORK).strip()
     if network:
         config["network"] = network
     return config
 
 
-def evo2_gpu_executor(environ: Mapping[str, str] | None = None):
-    """The executor of the job that runs ``evo2_features``: a configured docker executor in the docker
-    profile, the in-process executor locally (the pool ``gpu`` limits it to one step at a time either way)."""
+def is_gpu_step(step_tags: Mapping[str, str]) -> bool:
+    return step_tags.get(GPU_STEP_TAG) == GPU
+
+
+def default_executor(environ: Mapping[str, str] | None = None):
+    """The code location's executor for the deployment profile: every job that does not name its own runs
+    with it, so each step lands where its tag says whatever launched the run."""
     import dagster as dg
 
-    if deployment_profile(environ) == "docker":
-        from dagster_docker import docker_executor
+    profile = deployment_profile(environ)
+    if profile == "docker":
+        from codon_assets.docker_executor import gpu_routed_docker_executor
 
-        return docker_executor.configured(docker_executor_config(environ=environ), name="evo2_docker_executor")
-    return dg.in_process_executor
+        return gpu_routed_docker_executor.configured(docker_executor_config(environ=environ),
+                                                     name="gpu_routed_docker_executor")
+    if profile == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return dg.multi_or_in_process_executor
 
 
-def evo2_k8s_tags(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run tags that put the Evo 2 job's run pod on a GPU node under the K8sRunLauncher (Helm deployment).
-
-    Set them on the job that materializes ``evo2_features`` (``define_asset_job(..., tags=...)``): the
-    K8sRunLauncher reads ``dagster-k8s/config`` from the run's tags, and a job's tags become its runs' tags
-    (an asset's own ``op_tags`` only reach per-step pods of the ``k8s_job_executor``). Ignored elsewhere.
-
-    ``CODON_K8S_GPU_NODE_SELECTOR`` (``key=value[,key=value]``, default ``nvidia.com/gpu.present=true``, the
-    label of NVIDIA's GPU feature discovery), ``CODON_K8S_GPU_TOLERATION`` (the taint key of the GPU nodes,
-    default ``nvidia.com/gpu``) and ``CODON_K8S_GPU_COUNT`` (default 1).
-    """
+def evo2_op_tags(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Op tags of the ``evo2_features`` step: the GPU routing tag, and the ``dagster-k8s/config`` that
+    ``k8s_job_executor`` applies to that step's pod (ignored by the other executors)."""
     env = _env(environ)
     selector: dict[str, str] = {}
     for item in (env.get("CODON_K8S_GPU_NODE_SELECTOR") or "nvidia.com/gpu.present=true").split(","):
@@ -215,12 +230,20 @@ def evo2_k8s_tags(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             selector[key] = value
     toleration = (env.get("CODON_K8S_GPU_TOLERATION") or "nvidia.com/gpu").strip()
     count = str(int(env.get("CODON_K8S_GPU_COUNT") or "1"))
+    container: dict[str, Any] = {
+        "resources": {"limits": {"nvidia.com/gpu": count}},
+        "env": [{"name": "CODON_EVO2_BACKEND", "value": (env.get("CODON_K8S_EVO2_BACKEND") or "evo2").strip()}],
+    }
+    image = env.get("CODON_EVO2_IMAGE", "").strip()
+    if image:
+        container["image"] = image
     return {
+        GPU_STEP_TAG: GPU,
         "dagster-k8s/config": {
-            "container_config": {"resources": {"limits": {"nvidia.com/gpu": count}}},
+            "container_config": container,
             "pod_spec_config": {
                 "node_selector": selector,
                 "tolerations": [{"key": toleration, "operator": "Exists", "effect": "NoSchedule"}],
             },
-        }
+        },
     }

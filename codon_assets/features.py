@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from codon_assets.core.features import extract_features, with_markov_model
+from codon_assets.deployment import evo2_op_tags
 from codon_assets.ingest import OWNERS
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
 from codon_assets.partitions import host_check, host_partitions
@@ -37,6 +38,8 @@ class FeatureCheckConfig(dg.Config):
     owners=OWNERS,
     pool="gpu",
     tags={"compute": "gpu"},
+    # Where the step runs: the GPU container (docker profile) or GPU pod (k8s profile), in any job.
+    op_tags=evo2_op_tags(),
     # A lost GPU worker or a flaky endpoint is worth two more tries, a minute apart and then two; scores
     # already cached are not recomputed on retry.
     retry_policy=dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL),

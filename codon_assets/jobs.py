@@ -1,8 +1,8 @@
-"""Jobs: one per stage, the whole host graph, the unified model, and the Evo2 GPU job."""
+"""Jobs: one per stage, the whole host graph and the unified model. None names an executor: each runs with
+the code location's, which places every step by its tag (codon_assets.deployment)."""
 
 import dagster as dg
 
-from codon_assets.deployment import evo2_gpu_executor
 from codon_assets.partitions import host_partitions
 
 ingest_job = dg.define_asset_job(
@@ -15,7 +15,7 @@ features_job = dg.define_asset_job(
     "features_job",
     selection=dg.AssetSelection.assets("evo2_features"),
     partitions_def=host_partitions,
-    description="Language-model features of a host's converted records (in process, CPU backend by default).",
+    description="Language-model features of a host's converted records (the step goes to the GPU container or pod in the docker and k8s profiles).",
 )
 model_job = dg.define_asset_job(
     "model_job",
@@ -37,19 +37,6 @@ unified_model_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("surrogate_model_unified"),
     description="The all-host surrogate, from every host's enhanced dataset.",
 )
-evo2_gpu_job = dg.define_asset_job(
-    "evo2_gpu_job",
-    selection=dg.AssetSelection.assets("evo2_features"),
-    partitions_def=host_partitions,
-    executor_def=evo2_gpu_executor(),
-    tags={"compute": "gpu"},
-    description=(
-        "evo2_features on the GPU image: each step in its own container through the Docker executor "
-        "(CODON_DEPLOYMENT=docker; image CODON_EVO2_IMAGE, one GPU requested unless CODON_DOCKER_GPU=0). "
-        "In the local profile the same job runs in process."
-    ),
-)
-
 design_job = dg.define_asset_job(
     "design_job",
     selection=dg.AssetSelection.assets("codon_designs"),
@@ -57,4 +44,4 @@ design_job = dg.define_asset_job(
     description="Codon designs for a host's target proteins against its latest surrogate.",
 )
 
-ALL_JOBS = [ingest_job, features_job, model_job, host_graph_job, unified_model_job, evo2_gpu_job, design_job]
+ALL_JOBS = [ingest_job, features_job, model_job, host_graph_job, unified_model_job, design_job]

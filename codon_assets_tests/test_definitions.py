@@ -89,18 +89,20 @@ def test_workspace_loads_in_a_fresh_interpreter():
 
 def test_jobs_schedules_and_sensors():
     assert {j.name for j in defs.jobs if not j.name.startswith("__")} >= {
-        "ingest_job", "features_job", "model_job", "host_graph_job", "unified_model_job", "evo2_gpu_job", "design_job"}
+        "ingest_job", "features_job", "model_job", "host_graph_job", "unified_model_job", "design_job"}
     assert [s.name for s in defs.schedules] == ["weekly_host_refresh"]
     assert [s.name for s in defs.sensors] == ["inbox_sensor"]
 
 
 def test_definitions_load_under_each_profile():
-    """The same code location under the local and the docker profile: only the GPU job's executor changes."""
+    """The same code location under each profile: only the default executor of every job changes."""
     code = ("from codon_assets.definitions import defs; "
-            "print(defs.resolve_job_def('evo2_gpu_job').executor_def.name)")
+            "print(sorted({j.executor_def.name for j in defs.get_repository_def().get_all_jobs()}))")
     executors = {}
-    for profile, extra in [("local", {}), ("docker", {"CODON_EVO2_IMAGE": "codon-assets-evo2:test", "CODON_DOCKER_GPU": "0"})]:
+    for profile, extra in [("local", {}), ("docker", {"CODON_EVO2_IMAGE": "codon-assets-evo2:test", "CODON_DOCKER_GPU": "0"}),
+                           ("k8s", {})]:
         env = {**__import__("os").environ, "CODON_DEPLOYMENT": profile, **extra}
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         executors[profile] = out.stdout.strip().splitlines()[-1]
-    assert executors == {"local": "in_process", "docker": "evo2_docker_executor"}
+    assert executors == {"local": "['multi_or_in_process_executor']", "docker": "['gpu_routed_docker_executor']",
+                         "k8s": "['k8s']"}

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -15,10 +16,11 @@ import yaml
 
 from codon_assets import deployment
 from codon_assets.deployment import (
+    GPU_STEP_TAG,
+    default_executor,
     deployment_profile,
     docker_executor_config,
-    evo2_gpu_executor,
-    evo2_k8s_tags,
+    evo2_op_tags,
     forwarded_env_vars,
 )
 
@@ -58,26 +60,29 @@ def test_image_is_required():
         docker_executor_config(environ={"CODON_DEPLOYMENT": "docker"})
 
 
-def test_defaults_host_network_and_one_gpu():
-    config = docker_executor_config(environ=docker_env())
-    assert config["image"] == IMAGE
+def test_defaults_host_network_and_one_gpu_for_the_gpu_step_only():
+    config = docker_executor_config(environ=docker_env(CODON_IMAGE="codon-assets:test"))
+    assert config["gpu_image"] == IMAGE and config["image"] == "codon-assets:test"
     assert config["network"] == "host"
-    assert config["container_kwargs"]["device_requests"] == [
+    assert config["gpu_container_kwargs"]["device_requests"] == [
         {"driver": "nvidia", "count": 1, "capabilities": [["gpu"]]}
     ]
+    assert "device_requests" not in config["container_kwargs"]
     assert config["container_kwargs"]["labels"]["codon-assets.step"] == "true"
+    # Without CODON_IMAGE the other steps take the code location's image.
+    assert "image" not in docker_executor_config(environ=docker_env())
 
 
 @pytest.mark.parametrize("value", ["0", "false", "No", "off"])
 def test_gpu_request_switched_off(value):
     config = docker_executor_config(environ=docker_env(CODON_DOCKER_GPU=value))
-    assert "device_requests" not in config["container_kwargs"]
+    assert config["gpu_container_kwargs"] == {}
 
 
 def test_gpu_argument_wins_over_the_environment():
     assert "device_requests" in docker_executor_config(gpu=True, environ=docker_env(CODON_DOCKER_GPU="0"))[
-        "container_kwargs"]
-    assert "device_requests" not in docker_executor_config(gpu=False, environ=docker_env())["container_kwargs"]
+        "gpu_container_kwargs"]
+    assert not docker_executor_config(gpu=False, environ=docker_env())["gpu_container_kwargs"]
 
 
 def test_network_from_environment():
@@ -145,16 +150,18 @@ def test_extra_labels():
         deployment.container_labels(docker_env(CODON_DOCKER_LABELS="novalue"))
 
 
-def test_config_validates_against_the_docker_executor_schema():
+def test_config_validates_against_the_executor_schema():
     pytest.importorskip("dagster_docker", reason="dagster-docker is not installed")
     from dagster._config import process_config
-    from dagster_docker import docker_executor
     from dagster_docker.utils import validate_docker_config
 
+    from codon_assets.docker_executor import gpu_routed_docker_executor
+
     config = docker_executor_config(environ=docker_env(DAGSTER_HOME="/data/home", CODON_DOCKER_LABELS="a=b"))
-    result = process_config(docker_executor.config_schema.config_type, config)
+    result = process_config(gpu_routed_docker_executor.config_schema.config_type, config)
     assert result.success, result.errors
     validate_docker_config(config.get("network"), config.get("networks"), config["container_kwargs"])
+    validate_docker_config(None, None, config["gpu_container_kwargs"])
 
 
 def test_container_kwargs_are_accepted_by_docker_py():
@@ -164,9 +171,9 @@ def test_container_kwargs_are_accepted_by_docker_py():
     config = docker_executor_config(environ=docker_env(DAGSTER_HOME="/data/home"))
     # What DockerStepHandler passes to client.containers.create, less the daemon round trip.
     args = _create_container_args({
-        "image": config["image"], "name": "dagster-step-x", "detach": True, "network": config["network"],
+        "image": config["gpu_image"], "name": "dagster-step-x", "detach": True, "network": config["network"],
         "command": ["dagster", "api", "execute_step"], "environment": {"DAGSTER_RUN_STEP_KEY": "evo2_features"},
-        "version": "1.41", **config["container_kwargs"],
+        "version": "1.41", **config["container_kwargs"], **config["gpu_container_kwargs"],
     })
     host_config = args["host_config"]
     assert host_config["NetworkMode"] == "host"
@@ -178,66 +185,140 @@ def test_container_kwargs_are_accepted_by_docker_py():
 
 # -------------------------------------------------------------------------------------------- executors
 
-def test_local_profile_runs_in_process():
-    assert evo2_gpu_executor({}) is dg.in_process_executor
+def test_local_profile_keeps_dagsters_default_executor():
+    assert default_executor({}) is dg.multi_or_in_process_executor
 
 
-def test_docker_profile_gives_a_configured_docker_executor():
+ROUTING = """
+import json, types
+from dagster._core.system_config.objects import ResolvedRunConfig
+from dagster_docker.container_context import DockerContainerContext
+from codon_assets.definitions import defs
+from codon_assets.docker_executor import GpuRoutedStepHandler
+
+report = {}
+for job in defs.get_repository_def().get_all_jobs():
+    engine = ResolvedRunConfig.build(job, {}).execution  # complete without an `execution` section
+    config = engine.execution_engine_config
+    handler = GpuRoutedStepHandler(config.get("image"), DockerContainerContext(
+        env_vars=config["env_vars"], networks=[config["network"]], container_kwargs=config["container_kwargs"]),
+        config["gpu_image"], config["gpu_container_kwargs"])
+    steps = {}
+    for node in job.nodes:
+        # What the handler sees of a step: its key and op tags, the run's code origin (no image of its own).
+        context = types.SimpleNamespace(
+            step_tags={node.name: node.tags},
+            execute_step_args=types.SimpleNamespace(step_keys_to_execute=[node.name]),
+            dagster_run=types.SimpleNamespace(job_code_origin=types.SimpleNamespace(
+                repository_origin=types.SimpleNamespace(container_image=None, container_context=None))),
+            instance=types.SimpleNamespace(run_launcher=None))
+        kwargs = handler._get_docker_container_context(context).container_kwargs
+        steps[node.name] = {"image": handler._get_image(context), "gpu": "device_requests" in kwargs,
+                            "volumes": kwargs.get("volumes")}
+    report[job.name] = {"executor": job.executor_def.name, "engine": engine.execution_engine_name, "steps": steps}
+print(json.dumps(report))
+"""
+
+
+def _job_report(environ: dict[str, str], code: str) -> dict:
+    env = {**os.environ, **environ}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_every_job_routes_the_evo2_step_to_the_gpu_container():
+    """Every job of the code location in the docker profile, the implicit asset job of UI materializations
+    and backfills included: evo2_features runs in the GPU image with one GPU, every other step in the CPU
+    image without one."""
     pytest.importorskip("dagster_docker", reason="dagster-docker is not installed")
-    from dagster._core.system_config.objects import ResolvedRunConfig
-
-    from codon_assets.definitions import ALL_ASSETS, build_resources
-    from codon_assets.features import evo2_features
-    from codon_assets.partitions import host_partitions
-
-    environ = docker_env(DAGSTER_HOME="/data/home", CODON_DOCKER_GPU="0")
-    executor = evo2_gpu_executor(environ)
-    assert executor.name == "evo2_docker_executor"
-    job = dg.define_asset_job("evo2_features_job", selection=[evo2_features], partitions_def=host_partitions,
-                              executor_def=executor)
-    defs = dg.Definitions(assets=ALL_ASSETS, jobs=[job], resources=build_resources())
-    job_def = defs.resolve_job_def("evo2_features_job")
-    assert job_def.executor_def.name == "evo2_docker_executor"
-    # The run config of the job is complete without an `execution` section, and the configured values are
-    # what the executor receives.
-    resolved = ResolvedRunConfig.build(job_def, {})
-    assert resolved.execution.execution_engine_name == "evo2_docker_executor"
-    assert resolved.execution.execution_engine_config["image"] == IMAGE
-    assert resolved.execution.execution_engine_config["network"] == "host"
+    report = _job_report(docker_env(CODON_IMAGE="codon-assets:test", DAGSTER_HOME="/data/home"), ROUTING)
+    assert "__ASSET_JOB" in report and "host_graph_job" in report and "features_job" in report
+    with_evo2 = [name for name, job in report.items() if "evo2_features" in job["steps"]]
+    assert set(with_evo2) >= {"__ASSET_JOB", "host_graph_job", "features_job"}
+    for name, job in report.items():
+        assert job["executor"] == job["engine"] == "gpu_routed_docker_executor", name
+        for step, placed in job["steps"].items():
+            gpu = step == "evo2_features"
+            assert placed["image"] == (IMAGE if gpu else "codon-assets:test"), (name, step)
+            assert placed["gpu"] is gpu, (name, step)
+            assert placed["volumes"] == ["/data/home:/data/home:rw"], (name, step)
 
 
-def test_k8s_tags_put_the_run_on_a_gpu_node():
-    tags = evo2_k8s_tags({})
+def test_the_schedule_sensor_and_automation_jobs_are_routed():
+    """What a schedule tick, the inbox sensor and declarative automation launch runs with the same executor."""
+    pytest.importorskip("dagster_docker", reason="dagster-docker is not installed")
+    code = """
+import json
+from codon_assets.definitions import defs
+repo = defs.get_repository_def()
+print(json.dumps({"schedule": repo.get_job(defs.get_schedule_def("weekly_host_refresh").job_name).executor_def.name,
+                  "sensor": sorted({repo.get_job(t.job_name).executor_def.name
+                                    for t in defs.get_sensor_def("inbox_sensor").targets}),
+                  "implicit": repo.get_implicit_global_asset_job_def().executor_def.name}))
+"""
+    report = _job_report(docker_env(), code)
+    assert report == {"schedule": "gpu_routed_docker_executor", "sensor": ["gpu_routed_docker_executor"],
+                      "implicit": "gpu_routed_docker_executor"}
+
+
+K8S_STEP_PODS = """
+import json
+from dagster_k8s.client import PatchedApiClient
+from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job
+from codon_assets.definitions import defs
+
+report = {}
+for job in defs.get_repository_def().get_all_jobs():
+    pods = {}
+    for node in job.nodes:
+        # As K8sStepHandler builds a step's Job: the step's op tags only (include_run_tags=False).
+        user = UserDefinedDagsterK8sConfig.from_dict(json.loads(node.tags["dagster-k8s/config"])) \
+            if "dagster-k8s/config" in node.tags else UserDefinedDagsterK8sConfig()
+        config = DagsterK8sJobConfig(job_image="codon-assets:test", dagster_home="/opt/dagster/dagster_home",
+                                     image_pull_policy="IfNotPresent")
+        body = construct_dagster_k8s_job(config, ["dagster", "api", "execute_step"], "dagster-step-x", user,
+                                         labels={}, env_vars=[])
+        pods[node.name] = PatchedApiClient().sanitize_for_serialization(body)["spec"]["template"]["spec"]
+    report[job.name] = {"executor": job.executor_def.name, "pods": pods}
+print(json.dumps(report))
+"""
+
+
+def test_k8s_profile_gives_only_the_evo2_step_pod_a_gpu():
+    pytest.importorskip("dagster_k8s", reason="dagster-k8s is not installed (the `k8s` extra)")
+    report = _job_report({"CODON_DEPLOYMENT": "k8s", "CODON_EVO2_IMAGE": IMAGE}, K8S_STEP_PODS)
+    assert "__ASSET_JOB" in report and "host_graph_job" in report
+    for name, job in report.items():
+        assert job["executor"] == "k8s", name
+        for step, pod in job["pods"].items():
+            container = pod["containers"][0]
+            env = {e["name"]: e.get("value") for e in container.get("env") or []}
+            if step == "evo2_features":
+                assert container["image"] == IMAGE and container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+                assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+                assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+                assert env["CODON_EVO2_BACKEND"] == "evo2"
+            else:
+                assert container["image"] == "codon-assets:test" and not container.get("resources"), (name, step)
+                assert "nodeSelector" not in pod and "tolerations" not in pod and "CODON_EVO2_BACKEND" not in env
+
+
+def test_evo2_op_tags():
+    tags = evo2_op_tags({})
+    assert tags[GPU_STEP_TAG] == "gpu"
     config = tags["dagster-k8s/config"]
     assert config["container_config"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert "image" not in config["container_config"]  # the code location's image unless CODON_EVO2_IMAGE is set
     assert config["pod_spec_config"]["node_selector"] == {"nvidia.com/gpu.present": "true"}
-    assert config["pod_spec_config"]["tolerations"] == [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert json.loads(json.dumps(tags)) == tags  # run tags must survive JSON
-    custom = evo2_k8s_tags({"CODON_K8S_GPU_NODE_SELECTOR": "pool=a100,zone=b", "CODON_K8S_GPU_COUNT": "2",
-                            "CODON_K8S_GPU_TOLERATION": "gpu"})["dagster-k8s/config"]
+    assert json.loads(json.dumps(tags)) == tags
+    custom = evo2_op_tags({"CODON_K8S_GPU_NODE_SELECTOR": "pool=a100,zone=b", "CODON_K8S_GPU_COUNT": "2",
+                           "CODON_K8S_GPU_TOLERATION": "gpu", "CODON_K8S_EVO2_BACKEND": "nim"})["dagster-k8s/config"]
     assert custom["pod_spec_config"]["node_selector"] == {"pool": "a100", "zone": "b"}
     assert custom["container_config"]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
-    # A job accepts them as tags.
-    job = dg.define_asset_job("tagged", selection=["evo2_features"], tags={"compute": "gpu", **tags})
-    assert "dagster-k8s/config" in job.tags
-
-
-def test_k8s_run_launcher_builds_a_gpu_pod_from_the_tags():
-    """The Kubernetes Job body dagster-k8s makes from the run's tags, as K8sRunLauncher sends it."""
-    pytest.importorskip("dagster_k8s", reason="dagster-k8s is not installed (the `k8s` extra)")
-    from dagster_k8s.client import PatchedApiClient
-    from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
-
-    run_tags = {key: json.dumps(value) for key, value in evo2_k8s_tags({}).items()}  # tags are strings
-    job_config = DagsterK8sJobConfig(job_image="codon-assets-evo2:test", dagster_home="/opt/dagster/dagster_home",
-                                     image_pull_policy="IfNotPresent")
-    job = construct_dagster_k8s_job(job_config, ["dagster", "api", "execute_run"], "dagster-run-test",
-                                    get_user_defined_k8s_config(run_tags), labels={}, env_vars=[])
-    pod = PatchedApiClient().sanitize_for_serialization(job)["spec"]["template"]["spec"]
-    assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert custom["container_config"]["env"] == [{"name": "CODON_EVO2_BACKEND", "value": "nim"}]
+    with pytest.raises(ValueError, match="CODON_K8S_GPU_NODE_SELECTOR"):
+        evo2_op_tags({"CODON_K8S_GPU_NODE_SELECTOR": "novalue"})
 
 
 # ------------------------------------------------------------------------------------- dagster.yaml files
@@ -375,7 +456,9 @@ def test_helm_values():
     deployment_ = values["dagster-user-deployments"]["deployments"][0]
     assert deployment_["image"]["repository"] and deployment_["image"]["tag"]
     assert deployment_["codeServerArgs"][:2] == ["-m", "codon_assets.definitions"]
-    assert deployment_["env"]["CODON_DEPLOYMENT"] == "local"  # no Docker socket in a pod
+    # Step pods: only the Evo 2 step's gets the evo2 backend, its image and a GPU (by its op tag).
+    assert deployment_["env"]["CODON_DEPLOYMENT"] == "k8s" and "CODON_EVO2_BACKEND" not in deployment_["env"]
+    assert deployment_["env"]["CODON_EVO2_IMAGE"] != deployment_["image"]["repository"]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
     assert values["dagsterDaemon"]["runMonitoring"]["freeSlotsAfterRunEndSeconds"] > 0

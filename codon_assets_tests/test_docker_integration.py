@@ -1,5 +1,7 @@
-"""The docker deployment on a real engine: `evo2_features` runs in a container of the user-code image
-through `dagster_docker.docker_executor`, on a Postgres-backed instance.
+"""The docker deployment on a real engine: a run of `host_graph_job` requested by the weekly schedule runs
+every step in a container of its own through the code location's default executor (the GPU-routed docker
+executor), `evo2_features` in the Evo 2 image and every other step in the CPU image, on a Postgres-backed
+instance; with the GPU request on, only the `evo2_features` container asks for a GPU.
 
 Needs a running dockerd, Postgres on 127.0.0.1:5432 and debootstrap (``.ci/services.sh start`` provides all
 three); skips with the reason when one is missing. No image registry is reachable, so everything is built
@@ -44,6 +46,7 @@ CACHE_DIR = Path(os.environ.get("CODON_DOCKER_TEST_CACHE", "/var/tmp/codon-asset
 KEEP = os.environ.get("CODON_DOCKER_TEST_KEEP", "1").strip().lower() not in {"0", "false", "no", "off"}
 BASE_IMAGE = "codon-assets-test-base:bookworm"
 USER_IMAGE_REPO = "codon-assets-test"
+EVO2_IMAGE_REPO = "codon-assets-test-evo2"
 TEST_LABEL = "codon-assets.test"  # on every image and container this test makes (.ci/services.sh stop prunes it)
 RUN_LABEL = "codon-assets.test-run"
 PARTITION = "P_pastoris"
@@ -333,23 +336,6 @@ concurrency:
     granularity: op
 """
 
-# What definitions.py is expected to gain: a job for the Evo 2 step with the deployment's executor.
-DEFS_PY = '''\
-import dagster as dg
-
-from codon_assets.definitions import ALL_ASSETS, build_resources
-from codon_assets.deployment import evo2_gpu_executor
-from codon_assets.features import evo2_features
-from codon_assets.partitions import host_partitions
-
-evo2_features_job = dg.define_asset_job(
-    "evo2_features_job", selection=[evo2_features], partitions_def=host_partitions,
-    executor_def=evo2_gpu_executor(),
-)
-defs = dg.Definitions(assets=ALL_ASSETS, resources=build_resources(), jobs=[evo2_features_job])
-'''
-
-
 def remove_containers(label: str) -> int:
     ids = docker("ps", "-aq", "--filter", f"label={label}", check=False).stdout.split()
     if ids:
@@ -379,144 +365,190 @@ def step_events(instance, run_id: str, step_key: str):
     return [e for e in instance.all_logs(run_id) if e.step_key == step_key and e.dagster_event is not None]
 
 
-def test_evo2_features_step_runs_in_a_docker_container(docker_engine, postgres, user_code_image, tmp_path_factory,
-                                                       monkeypatch):
-    # Fixture order: the cheap checks (engine, Postgres) skip before minutes of image building.
-    import dagster as dg
-    import psycopg2
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
+HOST_GRAPH_STEPS = {"raw_tsv", "converted_dataset", "evo2_features", "enhanced_dataset", "surrogate_model",
+                    "codon_designs"}
 
+
+@pytest.fixture(scope="module")
+def evo2_image(user_code_image):
+    """The Evo 2 image of the GPU step. A real one holds torch and evo2 for a GPU; here the CPU image under
+    another name (the markov backend needs nothing else), so the engine tells which image each step ran."""
+    tag = user_code_image.replace(USER_IMAGE_REPO, EVO2_IMAGE_REPO, 1)
+    docker("tag", user_code_image, tag)
+    yield tag
+    docker("image", "rm", tag, check=False)
+
+
+@pytest.fixture
+def docker_profile(docker_engine, postgres, user_code_image, evo2_image, tmp_path_factory, monkeypatch):
+    """The docker profile's environment, a Postgres-backed DAGSTER_HOME and a data directory shared with the
+    step containers at the same path; yields (work dir, label of this test's containers)."""
     run_tag = uuid.uuid4().hex[:12]
-    # One directory holds everything the step container needs; it is bind-mounted at the same path.
     work = tmp_path_factory.mktemp("docker-deploy")
     home = work / "dagster_home"
-    storage = work / "storage"
-    code = work / "code"
-    for path in (home, storage, code):
-        path.mkdir()
+    home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML.format(home=home, **postgres))
-    (code / "docker_defs.py").write_text(DEFS_PY)
-
+    # Inputs and target proteins inside the shared directory (the image's package has no examples/).
+    shutil.copytree(EXAMPLES, work / "input", ignore=shutil.ignore_patterns("Sac*"))
+    shutil.copytree(ROOT / "examples" / "proteins", work / "proteins")
     env = {
         "DAGSTER_HOME": str(home),
-        "CODON_STORAGE_DIR": str(storage),
-        "CODON_INPUT_DIR": str(EXAMPLES),
+        "CODON_STORAGE_DIR": str(work / "storage"),
+        "CODON_INPUT_DIR": str(work / "input"),
+        "CODON_PROTEINS_DIR": str(work / "proteins"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow/mlflow.db",
         "CODON_EVO2_BACKEND": "markov",
         "CODON_DEPLOYMENT": "docker",
-        "CODON_EVO2_IMAGE": user_code_image,
+        "CODON_IMAGE": user_code_image,
+        "CODON_EVO2_IMAGE": evo2_image,
         "CODON_DOCKER_NETWORK": "host",
         "CODON_DOCKER_GPU": "0",
         "CODON_DOCKER_VOLUMES": str(work),
         "CODON_DOCKER_LABELS": f"{TEST_LABEL}=step,{RUN_LABEL}={run_tag}",
     }
     for name in list(os.environ):
-        if name.startswith("CODON_") and name not in env and not name.startswith("CODON_PG_"):
+        if (name.startswith("CODON_") and not name.startswith("CODON_PG_")) or name.startswith("MLFLOW_"):
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    (work / "mlflow").mkdir()
+    yield work, f"{RUN_LABEL}={run_tag}"
+    log(f"removed {remove_containers(f'{RUN_LABEL}={run_tag}')} step container(s)")
 
-    from codon_assets.definitions import build_resources
-    from codon_assets.ingest import converted_dataset, raw_tsv
 
+def definitions_in_a_fresh_process(code: str) -> str:
+    """The code location as the docker profile's environment builds it (module-level definitions read the
+    environment once, at import)."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+# Evaluates the weekly schedule's tick and executes the RunRequest for one host as the daemon would: the
+# request's job from the code location (its default executor), its tags and partition.
+SCHEDULED_RUN = """
+import datetime, json, sys
+import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from codon_assets.definitions import defs
+
+schedule = defs.get_schedule_def("weekly_host_refresh")
+with dg.DagsterInstance.get() as instance:
+    context = dg.build_schedule_context(instance=instance, resources={"input_files": defs.resources["input_files"]},
+                                        scheduled_execution_time=datetime.datetime(2026, 11, 30, 3, 0))
+    requests = {r.partition_key: r for r in schedule.evaluate_tick(context).run_requests}
+    request = requests[sys.argv[1]]
+    job = ReconstructableRepository.for_module("codon_assets.definitions", "defs").get_reconstructable_job(
+        schedule.job_name)
+    tags = {**request.tags, "dagster/partition": request.partition_key, "dagster/schedule_name": schedule.name,
+            "dagster/run_key": request.run_key}
+    with dg.execute_job(job, instance=instance, tags=tags, run_config=request.run_config) as result:
+        print(json.dumps({"run_id": result.run_id, "success": result.success, "job": schedule.job_name,
+                          "executor": result.job_def.executor_def.name}))
+"""
+
+
+def step_containers(label: str, exclude: set[str] = frozenset()) -> dict[str, dict]:
+    """The engine's record of this test's step containers (less the ids in ``exclude``), by step key."""
+    containers = {}
+    for container_id in docker("ps", "-aq", "--no-trunc", "--filter", f"label={label}").stdout.split():
+        if container_id in exclude:
+            continue
+        inspected = json.loads(docker("inspect", container_id).stdout)[0]
+        env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
+        assert env["DAGSTER_RUN_STEP_KEY"] not in containers, "one container per step and run"
+        containers[env["DAGSTER_RUN_STEP_KEY"]] = inspected
+    return containers
+
+
+def test_a_scheduled_host_graph_run_routes_each_step_to_its_container(docker_profile, postgres, user_code_image,
+                                                                      evo2_image, monkeypatch):
+    import dagster as dg
+    import psycopg2
+
+    work, label = docker_profile
     # A hung step container is killed, so the run fails instead of waiting forever.
-    watchdog = threading.Timer(STEP_TIMEOUT_S, remove_containers, args=(f"{RUN_LABEL}={run_tag}",))
+    watchdog = threading.Timer(STEP_TIMEOUT_S * 3, remove_containers, args=(label,))
     watchdog.daemon = True
-    run_ids: list[str] = []
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        report = json.loads(definitions_in_a_fresh_process(SCHEDULED_RUN.replace("sys.argv[1]", repr(PARTITION))))
+    finally:
+        watchdog.cancel()
+    log(f"scheduled host_graph_job run {report['run_id']} finished in {time.monotonic() - started:.1f} s")
     with dg.DagsterInstance.get() as instance:
         try:
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-            if postgres["wipe"]:
-                instance.wipe()
-            # Upstream assets in this process, on the same instance.
-            started = time.monotonic()
-            upstream = dg.materialize([raw_tsv, converted_dataset], partition_key=PARTITION, instance=instance,
-                                      resources=build_resources())
-            assert upstream.success
-            run_ids.append(upstream.run_id)
-            log(f"raw_tsv and converted_dataset materialized in {time.monotonic() - started:.1f} s")
+            run_id = report["run_id"]
+            if not report["success"]:
+                pytest.fail("the scheduled run failed:\n" + run_report(instance, run_id, label))
+            assert report["job"] == "host_graph_job" and report["executor"] == "gpu_routed_docker_executor"
+            run = instance.get_run_by_id(run_id)
+            assert run.tags["dagster/schedule_name"] == "weekly_host_refresh"
+            assert run.tags["dagster/partition"] == PARTITION
 
-            # evo2_features through the docker executor.
-            recon = ReconstructableRepository.for_file(
-                str(code / "docker_defs.py"), "defs", working_directory=str(code)
-            ).get_reconstructable_job("evo2_features_job")
-            started = time.monotonic()
-            watchdog.start()
-            with dg.execute_job(recon, instance=instance, tags={"dagster/partition": PARTITION}) as result:
-                run_id = result.run_id
-                run_ids.append(run_id)
-                success = result.success
-            watchdog.cancel()
-            log(f"evo2_features run {run_id} finished in {time.monotonic() - started:.1f} s")
-            events = step_events(instance, run_id, "evo2_features")
-            if not success:
-                pytest.fail("the docker run failed:\n" + run_report(instance, run_id, f"{RUN_LABEL}={run_tag}"))
+            # Every step ran in a container of its own: the Evo 2 step in the Evo 2 image, every other step in
+            # the CPU image, and (the GPU request switched off here) none asked for a device.
+            containers = step_containers(label)
+            assert set(containers) == HOST_GRAPH_STEPS, sorted(containers)
+            for step, inspected in containers.items():
+                assert inspected["Config"]["Image"] == (evo2_image if step == "evo2_features" else user_code_image), step
+                assert inspected["Config"]["Cmd"][:3] == ["dagster", "api", "execute_step"]
+                assert inspected["State"]["ExitCode"] == 0, step
+                assert not inspected["HostConfig"].get("DeviceRequests"), step
+                assert f"{work}:{work}:rw" in inspected["HostConfig"]["Binds"]
+            for step in HOST_GRAPH_STEPS:
+                starting = [e for e in step_events(instance, run_id, step)
+                            if e.dagster_event.event_type_value == "STEP_WORKER_STARTING"]
+                assert len(starting) == 1, step
+                assert starting[0].dagster_event.engine_event_data.metadata["Docker container id"].value == \
+                    containers[step]["Id"]
 
-            # The executor launched a container for the step, and reported its id.
-            starting = [e for e in events if e.dagster_event.event_type_value == "STEP_WORKER_STARTING"]
-            assert len(starting) == 1, [e.dagster_event.event_type_value for e in events]
-            container_id = starting[0].dagster_event.engine_event_data.metadata["Docker container id"].value
-            assert re.fullmatch(r"[0-9a-f]{64}", container_id)
-            # Everything the step itself logged came from PID 1 of its own PID namespace: the container's
-            # `dagster api execute_step` process (the host-side steps carry the test process's pid).
-            step_side = [e for e in events if e.dagster_event.event_type_value in
-                         ("STEP_WORKER_STARTED", "STEP_START", "ASSET_MATERIALIZATION", "STEP_OUTPUT",
-                          "STEP_SUCCESS")]
-            assert {e.dagster_event.event_type_value for e in step_side} >= {
-                "STEP_WORKER_STARTED", "STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS"}
-            assert {e.dagster_event.pid for e in step_side} == {1}, [(e.dagster_event.event_type_value,
-                                                                      e.dagster_event.pid) for e in step_side]
-            host_pids = {e.dagster_event.pid for e in step_events(instance, upstream.run_id, "converted_dataset")}
-            assert host_pids - {None} == {os.getpid()}
-
-            # The engine's view of that container (the run can end while the step process is still exiting).
-            docker("wait", container_id, timeout=60)
-            inspected = json.loads(docker("inspect", container_id).stdout)[0]
-            container_env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
-            assert container_env["DAGSTER_RUN_STEP_KEY"] == "evo2_features"
-            assert container_env["CODON_EVO2_IMAGE"] == user_code_image
-            assert container_env["DAGSTER_HOME"] == str(home)
-            assert inspected["Config"]["Image"] == user_code_image
-            assert inspected["Config"]["Cmd"][:3] == ["dagster", "api", "execute_step"]
-            assert inspected["Config"]["Labels"][RUN_LABEL] == run_tag
-            assert inspected["Config"]["Labels"]["codon-assets.step"] == "true"
-            assert inspected["State"]["Status"] == "exited" and inspected["State"]["ExitCode"] == 0
-            assert inspected["HostConfig"]["NetworkMode"] == "host"
-            assert not inspected["HostConfig"].get("DeviceRequests")  # CODON_DOCKER_GPU=0
-            assert f"{work}:{work}:rw" in inspected["HostConfig"]["Binds"]
-
-            # The materialization is in the Postgres-backed instance, from the docker run ...
-            materialization = instance.get_latest_materialization_event(dg.AssetKey("evo2_features"))
-            assert materialization is not None and materialization.run_id == run_id
-            assert materialization.asset_materialization.partition == PARTITION
-            metadata = materialization.asset_materialization.metadata
-            assert metadata["backend"].value == "markov"
-            converted = instance.get_latest_materialization_event(dg.AssetKey("converted_dataset"))
-            assert metadata["records"].value == converted.asset_materialization.metadata["dagster/row_count"].value > 0
-            # ... as Postgres itself has it ...
+            # Every asset of the host graph materialized for the partition, in Postgres.
             with contextlib.closing(psycopg2.connect(host=postgres["host"], port=postgres["port"],
                                                      user=postgres["user"], password=postgres["password"],
                                                      dbname=postgres["db"])) as conn, conn.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = "
-                               "'ASSET_MATERIALIZATION' AND step_key = 'evo2_features'", (run_id,))
-                assert cursor.fetchone()[0] == 1
-            # ... and the file the container wrote is on the shared data directory.
-            import pyarrow.parquet as pq
-
-            features = pq.read_table(storage / "evo2_features" / f"{PARTITION}.parquet")
-            assert features.num_rows == metadata["records"].value
-
-            # The step's stdout/stderr, captured inside the container, landed under the bind-mounted
-            # DAGSTER_HOME/storage and name the step and the backend.
-            logs = [p for p in (home / "storage").rglob("*") if p.is_file() and p.suffix in (".err", ".out")]
-            captured = "\n".join(p.read_text(errors="replace") for p in logs if run_id in str(p))
-            assert "scoring" in captured and "markov" in captured, [str(p) for p in logs]
-
-            # The gpu pool slot was given back.
-            pool = instance.event_log_storage.get_concurrency_info("gpu")
-            assert pool.claimed_slots == [] or len(pool.claimed_slots) == 0
+                cursor.execute("SELECT asset_key, partition FROM event_logs WHERE run_id = %s AND "
+                               "dagster_event_type = 'ASSET_MATERIALIZATION'", (run_id,))
+                materialized = {(json.loads(key)["path"][0], partition) for key, partition in cursor.fetchall()}
+            assert materialized == {(name, PARTITION) for name in (
+                "raw_tsv", "converted_dataset", "converted_rejects", "evo2_features", "enhanced_dataset",
+                "surrogate_model", "codon_designs")}
+            features = instance.get_latest_materialization_event(dg.AssetKey("evo2_features"))
+            assert features.run_id == run_id and features.asset_materialization.metadata["backend"].value == "markov"
+            model = instance.get_latest_materialization_event(dg.AssetKey("surrogate_model"))
+            assert model.asset_materialization.metadata["model_uri"].value.startswith(
+                f"models:/codon-surrogate-{PARTITION}/")
+            assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
         finally:
-            watchdog.cancel()
-            for run_id in run_ids:
-                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
-            removed = remove_containers(f"{RUN_LABEL}={run_tag}")
-            log(f"removed {removed} step container(s)")
+            instance.event_log_storage.free_concurrency_slots_for_run(report["run_id"])
+
+    # With the GPU request on, the engine is asked for a GPU for the Evo 2 step's container and for no
+    # other: this engine has no NVIDIA runtime, so that container is created and fails to start.
+    monkeypatch.setenv("CODON_DOCKER_GPU", "1")
+    before = {c["Id"] for c in containers.values()}
+    gpu_run = json.loads(definitions_in_a_fresh_process(GPU_REQUEST_RUN))
+    with dg.DagsterInstance.get() as instance:
+        instance.event_log_storage.free_concurrency_slots_for_run(gpu_run["run_id"])
+    assert not gpu_run["success"]
+    (gpu_step, gpu_container), = step_containers(label, exclude=before).items()
+    assert gpu_step == "evo2_features" and gpu_container["Config"]["Image"] == evo2_image
+    assert gpu_container["HostConfig"]["DeviceRequests"] == [
+        {"Driver": "nvidia", "Count": 1, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}]
+    assert gpu_container["State"]["Status"] == "created"  # no NVIDIA runtime here: it never started
+
+
+# features_job for the same partition (its upstream is materialized): only the Evo 2 step, with a GPU request.
+GPU_REQUEST_RUN = """
+import json
+import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+with dg.DagsterInstance.get() as instance:
+    job = ReconstructableRepository.for_module("codon_assets.definitions", "defs").get_reconstructable_job(
+        "features_job")
+    with dg.execute_job(job, instance=instance, tags={"dagster/partition": %r}) as result:
+        print(json.dumps({"run_id": result.run_id, "success": result.success}))
+""" % PARTITION
