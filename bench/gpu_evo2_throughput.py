@@ -32,8 +32,9 @@ from resources.evo2.torch_backend import Evo2TorchScorer  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 
 
-def evo2_random_weights(name: str, device: str) -> tuple[torch.nn.Module, str]:
-    """Evo 2's network from the package config, randomly initialised (no checkpoint is loaded)."""
+def evo2_random_weights(name: str, device: str, **overrides) -> tuple[torch.nn.Module, str]:
+    """Evo 2's network from the package config, randomly initialised (no checkpoint is loaded).
+    ``overrides`` replace config entries (the CPU tests shrink the network with them)."""
     import pkgutil
 
     import yaml
@@ -46,6 +47,7 @@ def evo2_random_weights(name: str, device: str) -> tuple[torch.nn.Module, str]:
         import transformer_engine  # noqa: F401
     except ImportError:
         config.use_fp8_input_projections = False  # what evo2 itself falls back to for 7b models
+    config.update(overrides)
     with torch.device(device):
         model = StripedHyena(config)
     model.eval()
