@@ -98,7 +98,7 @@ def generate(host_key: str, rows: int, output: Path, seed: int = 0, bad_fraction
     planted = {kind: int((kinds == k + 1).sum()) for k, kind in enumerate(BAD_KINDS)}
     organism = host.species[0] if host.species else host.display_name
     previous_cds, previous_aa = "ATGTAA", "M"
-    with open(output, "w", encoding="utf-8", newline="\n") as out:
+    with open(output, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as out:
         out.write("\t".join(RELEASE_COLUMNS) + "\n")
         for start in range(0, rows, CHUNK_ROWS):
             n = min(CHUNK_ROWS, rows - start)
@@ -163,6 +163,8 @@ def _spoil(kind, cds, protein, entry, previous_cds, previous_aa, i, rng):
         protein = "M" + "A" * (len(protein) - 1)
     elif kind == "duplicate_sequence":
         cds, protein = previous_cds, previous_aa
+    elif kind == "not_utf8":
+        entry += "\udcff"  # written as the lone byte 0xff (surrogateescape): an id that is not UTF-8
     return cds, protein, entry
 
 

@@ -381,7 +381,9 @@ def test_backfill_materializes_every_partitioned_asset_for_the_hosts_with_data(l
         meta = metadata(event)
         assert meta["rows_read"] == meta["valid"] + meta["rejected"] and meta["valid"] > 100, (host, meta)
         assert meta["dagster/row_count"] == meta["valid"]
-        assert Path(meta["path"]).name == f"{host}.parquet" and Path(meta["path"]).is_relative_to(live.home)
+        # The run's own stored version: <asset>/<host>/<run id>.parquet.
+        assert Path(meta["path"]).parent.name == host and Path(meta["path"]).stem == event["runId"]
+        assert Path(meta["path"]).is_relative_to(live.home)
     models = latest_by_partition(asset_state(live, "surrogate_model", HOSTS_WITH_DATA)["assetMaterializations"])
     for host, event in models.items():
         meta = metadata(event)
@@ -564,7 +566,7 @@ def test_ui_partition_page_lists_hosts_and_materialized_partitions(page, live):
 
     text = open_page(page, live, "/assets/converted_dataset?view=partitions&partition=S_cerevisiae", "rows_read")
     screenshot(page, "ui-partition-S_cerevisiae.png")
-    assert "rejects_by_reason" in text and "S_cerevisiae.parquet" in text
+    assert "rejects_by_reason" in text and "converted_dataset/S_cerevisiae/" in text
 
 
 def test_ui_checks_and_model_pages(page, live):
