@@ -433,9 +433,11 @@ import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from codon_assets.definitions import defs
 
-schedule = defs.get_schedule_def("weekly_host_refresh")
+repository = defs.get_repository_def()
+schedule = repository.get_schedule_def("weekly_host_refresh")
 with dg.DagsterInstance.get() as instance:
-    context = dg.build_schedule_context(instance=instance, resources={"input_files": defs.resources["input_files"]},
+    context = dg.build_schedule_context(instance=instance, repository_def=repository,
+                                        resources={"input_files": defs.resources["input_files"]},
                                         scheduled_execution_time=datetime.datetime(2026, 11, 30, 3, 0))
     requests = {r.partition_key: r for r in schedule.evaluate_tick(context).run_requests}
     request = requests[sys.argv[1]]
@@ -512,7 +514,7 @@ def test_a_scheduled_host_graph_run_routes_each_step_to_its_container(docker_pro
                                                      dbname=postgres["db"])) as conn, conn.cursor() as cursor:
                 cursor.execute("SELECT asset_key, partition FROM event_logs WHERE run_id = %s AND "
                                "dagster_event_type = 'ASSET_MATERIALIZATION'", (run_id,))
-                materialized = {(json.loads(key)["path"][0], partition) for key, partition in cursor.fetchall()}
+                materialized = {(json.loads(key)[0], partition) for key, partition in cursor.fetchall()}
             assert materialized == {(name, PARTITION) for name in (
                 "raw_tsv", "converted_dataset", "converted_rejects", "evo2_features", "enhanced_dataset",
                 "surrogate_model", "codon_designs")}
@@ -535,8 +537,8 @@ def test_a_scheduled_host_graph_run_routes_each_step_to_its_container(docker_pro
     assert not gpu_run["success"]
     (gpu_step, gpu_container), = step_containers(label, exclude=before).items()
     assert gpu_step == "evo2_features" and gpu_container["Config"]["Image"] == evo2_image
-    assert gpu_container["HostConfig"]["DeviceRequests"] == [
-        {"Driver": "nvidia", "Count": 1, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}]
+    (request,) = gpu_container["HostConfig"]["DeviceRequests"]
+    assert (request["Driver"], request["Count"], request["Capabilities"]) == ("nvidia", 1, [["gpu"]])
     assert gpu_container["State"]["Status"] == "created"  # no NVIDIA runtime here: it never started
 
 
