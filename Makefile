@@ -9,10 +9,10 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test ui mlflow bench quality home clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,torch,docker,k8s]'
+	$(BIN)/pip install --quiet -e '.[dev,torch,docker,k8s,evo2]'
 	touch $@
 
 home:
