@@ -255,7 +255,7 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
             "seconds": step_seconds.get("surrogate_model"),
         }
         pkl = output_dir / "models" / f"{stem}_surrogate.pkl"
-        export_pickle(Path(model["model_path"]), pkl)
+        export_pickle(Path(model["path"]), pkl)
         results["outputs"]["surrogate_pkl"] = str(pkl)
         print(f"[{host}] surrogate: held-out Spearman {model['cv_spearman']:.3f} ({model['label_source']} labels), "
               f"registered {model['model_uri']} -> {pkl}", file=sys.stderr)
@@ -624,14 +624,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--host", help="host (default: the model's host, or from the file name)")
     predict.set_defaults(func=cmd_predict)
 
+    from codon_assets.core.design_settings import OptimiserSettings
+
+    defaults = OptimiserSettings()
     design = sub.add_parser("design", help="design host-specific CDS for proteins against a surrogate")
     design.add_argument("--host", help="host (default: from the file name, e.g. S_cerevisiae.fasta)")
     design.add_argument("--input", required=True, help="proteins: FASTA, or TSV with an id and a protein column")
     design.add_argument("--model", required=True, help="registered name[/version], models:/ URI, folder or .pkl")
     design.add_argument("--output", required=True, help="designs TSV")
-    design.add_argument("--steps", type=positive_int, default=40, help="policy-gradient steps (>= 1)")
-    design.add_argument("--group", type=positive_int, default=16, help="CDS sampled per protein and step (>= 1)")
-    design.add_argument("--seed", type=int, default=0)
+    design.add_argument("--steps", type=positive_int, default=defaults.steps, help="policy-gradient steps (>= 1)")
+    design.add_argument("--group", type=positive_int, default=defaults.group,
+                        help="CDS sampled per protein and step (>= 1)")
+    design.add_argument("--seed", type=int, default=defaults.seed)
     design.set_defaults(func=cmd_design)
 
     lineage = sub.add_parser("lineage", help="an asset's upstream chain with data versions, code versions, runs")

@@ -17,6 +17,7 @@ from codon_assets.surrogate import enhanced_dataset, surrogate_model, surrogate_
 from resources import InputFiles, ParquetIOManager
 from resources.evo2 import Evo2Resource
 from resources.mlflow_tracking import MlflowTracking
+from resources.model_store import SurrogateModelIOManager
 from resources.paths import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR
 
 ALL_ASSETS = [raw_tsv, converted_dataset, evo2_features, enhanced_dataset, surrogate_model, surrogate_model_unified,
@@ -44,6 +45,7 @@ def build_resources(evo2_backend: str | None = None) -> dict:
         "input_files": InputFiles(input_dir=os.environ.get("CODON_INPUT_DIR", str(DEFAULT_INPUT_DIR)),
                                   proteins_dir=os.environ.get("CODON_PROTEINS_DIR", str(DEFAULT_PROTEINS_DIR))),
         "io_manager": ParquetIOManager(),
+        "model_io_manager": SurrogateModelIOManager(),
         "evo2": evo2_from_env(evo2_backend),
         "mlflow_tracking": MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "")),
     }

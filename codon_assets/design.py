@@ -7,8 +7,10 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from codon_assets.core.design import DesignConstraints, design_proteins, design_summary, preferred_stop
-from codon_assets.core.proteins import read_proteins
+from codon_assets.core.design import Design, design_proteins, design_summary
+from codon_assets.core.design_constraints import DesignConstraints, preferred_stop
+from codon_assets.core.design_settings import OptimiserSettings
+from codon_assets.core.proteins import ProteinRecord, read_proteins
 from codon_assets.core.surrogate import SurrogateModel
 from codon_assets.core.tsv import InputError
 from codon_assets.ingest import OWNERS
@@ -17,16 +19,21 @@ from codon_assets.partitions import host_partitions
 from resources.inputs import InputFiles
 from resources.mlflow_tracking import MlflowTracking
 
-DESIGN_EXPERIMENT = "codon-designs"
+_DEFAULTS = OptimiserSettings()
 
 
 class DesignConfig(dg.Config):
-    steps: int = 40
-    group: int = 16
-    seed: int = 0
-    lam: float = 0.5  # weight of sigma in the reward: mu - lam * sigma
-    eta: float = 1.0  # weight of the Markov naturalness term
-    kl_beta: float = 0.05
+    """The optimiser settings a run may set (see OptimiserSettings, which holds their defaults)."""
+
+    steps: int = _DEFAULTS.steps
+    group: int = _DEFAULTS.group
+    seed: int = _DEFAULTS.seed
+    lam: float = _DEFAULTS.lam
+    eta: float = _DEFAULTS.eta
+    kl_beta: float = _DEFAULTS.kl_beta
+
+    def settings(self) -> OptimiserSettings:
+        return OptimiserSettings(**self.model_dump())
 
 
 def constraints_for(model: SurrogateModel, host: str) -> tuple[DesignConstraints, np.ndarray]:
@@ -38,28 +45,28 @@ def constraints_for(model: SurrogateModel, host: str) -> tuple[DesignConstraints
     return DesignConstraints(gc_min=lo, gc_max=hi, stop_codon=preferred_stop(counts)), counts
 
 
-def run_design(model: SurrogateModel, host: str, proteins, config: DesignConfig) -> tuple[list[dict], dict]:
+def run_design(model: SurrogateModel, host: str, proteins: list[ProteinRecord],
+               config: DesignConfig) -> tuple[list[Design], dict]:
     constraints, counts = constraints_for(model, host)
     designs = design_proteins(proteins, host, model, model.markov_models.get(host), counts, constraints,
-                              steps=config.steps, group=config.group, seed=config.seed, lam=config.lam,
-                              eta=config.eta, kl_beta=config.kl_beta)
+                              config.settings())
     return designs, design_summary(designs)
 
 
-def designs_table(designs: list[dict]) -> pa.Table:
+def designs_table(designs: list[Design]) -> pa.Table:
     """One row per protein: the best CDS and its scores, the constraint report and both baselines."""
     rows = []
     for d in designs:
-        native = d["native"] or {}
         rows.append({
-            "protein_id": d["protein_id"], "protein": d["protein"], "cds": d["cds"], "mu": d["mu"],
-            "sigma": d["sigma"], "reward": d["reward"], "cai": d["cai"], "gc": d["gc"],
-            "markov_avg_loglik": d["avg_loglik"], "feasible": d["feasible"],
-            "constraint_report": json.dumps(d["constraints"]),
-            "reward_initial_mean": d["reward_initial_mean"], "reward_final_mean": d["reward_final_mean"],
-            "preferred_mu": d["baseline_preferred"]["mu"], "preferred_reward": d["baseline_preferred"]["reward"],
-            "random_mu": d["baseline_random"]["mu"], "random_reward": d["baseline_random"]["reward"],
-            "native_mu": native.get("mu"), "native_reward": native.get("reward"),
+            "protein_id": d.protein_id, "protein": d.protein, "cds": d.cds, "mu": d.mu,
+            "sigma": d.sigma, "reward": d.reward, "cai": d.cai, "gc": d.gc,
+            "markov_avg_loglik": d.avg_loglik, "feasible": d.feasible,
+            "constraint_report": json.dumps(d.constraints.as_dict()),
+            "reward_initial_mean": d.reward_initial_mean, "reward_final_mean": d.reward_final_mean,
+            "preferred_mu": d.baseline_preferred.mu, "preferred_reward": d.baseline_preferred.reward,
+            "random_mu": d.baseline_random.mu, "random_reward": d.baseline_random.reward,
+            "native_mu": d.native.mu if d.native is not None else None,
+            "native_reward": d.native.reward if d.native is not None else None,
         })
     return pa.Table.from_pylist(rows)
 
@@ -67,10 +74,9 @@ def designs_table(designs: list[dict]) -> pa.Table:
 @dg.asset(
     partitions_def=host_partitions,
     group_name="design",
-    code_version="1",
+    code_version="2",
     kinds={"mlflow", "parquet"},
     owners=OWNERS,
-    deps=["surrogate_model"],
     description=(
         "Host-specific CDS for the target proteins (examples/proteins/<host>.fasta or .tsv), optimised by a "
         "GRPO-style codon policy against the host's surrogate (mu - lam*sigma + eta*Markov log-likelihood) "
@@ -79,9 +85,7 @@ def designs_table(designs: list[dict]) -> pa.Table:
     ),
 )
 def codon_designs(context: dg.AssetExecutionContext, config: DesignConfig, input_files: InputFiles,
-                  mlflow_tracking: MlflowTracking) -> dg.Output[pa.Table]:
-    import mlflow
-
+                  mlflow_tracking: MlflowTracking, surrogate_model: SurrogateModel) -> dg.Output[pa.Table]:
     host = context.partition_key
     source = input_files.proteins_for(host)
     if source is None:
@@ -90,35 +94,24 @@ def codon_designs(context: dg.AssetExecutionContext, config: DesignConfig, input
         proteins, rejects = read_proteins(source)
     except InputError as exc:
         raise dg.Failure(str(exc)) from None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("surrogate_model"), asset_partitions=[host]), limit=1).records
-    if not records:
-        raise dg.Failure(f"surrogate_model[{host}] has not been materialized")
-    meta = records[0].asset_materialization.metadata
-    model = SurrogateModel.load(meta["model_path"].value)
-    designs, summary = run_design(model, host, proteins, config)
+    designs, summary = run_design(surrogate_model, host, proteins, config)
     table = designs_table(designs)
     context.log.info(f"designed {len(designs)} proteins: {json.dumps(summary)}")
-
-    experiment_id = mlflow_tracking.activate(DESIGN_EXPERIMENT)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"designs-{host}-{context.run.run_id[:8]}",
-                          tags={"dagster.run_id": context.run.run_id, "dagster.partition": host,
-                                "surrogate.model_uri": meta["model_uri"].value,
-                                "surrogate.mlflow_run_id": meta["mlflow_run_id"].value}) as run:
-        mlflow.log_params({**config.model_dump(), "proteins": len(proteins), "rejected_proteins": len(rejects),
-                           "source": str(source)})
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
-        mlflow.log_text(table.to_pandas().drop(columns=["constraint_report"]).to_csv(sep="\t", index=False),
-                        "designs.tsv")
-    return dg.Output(
-        table,
-        metadata={
-            **table_metadata(table.drop_columns(["constraint_report"])),
-            "surrogate_model_uri": meta["model_uri"].value,
-            "mlflow_run_id": run.info.run_id,
-            "mlflow_run_url": dg.MetadataValue.url(mlflow_tracking.run_url(experiment_id, run.info.run_id)),
-            "summary": dg.MetadataValue.json(summary),
-            "rejected_proteins": dg.MetadataValue.md(markdown_table([r.__dict__ for r in rejects])),
-            "feasible": int(sum(d["feasible"] for d in designs)),
-        },
-    )
+    registry = surrogate_model.registry
+    logged = mlflow_tracking.log_designs(
+        table.to_pandas().drop(columns=["constraint_report"]), summary,
+        params={**config.model_dump(), "proteins": len(proteins), "rejected_proteins": len(rejects),
+                "source": str(source)},
+        tags={"dagster.run_id": context.run.run_id, "dagster.partition": host,
+              "surrogate.model_uri": registry.get("model_uri", ""),
+              "surrogate.mlflow_run_id": registry.get("mlflow_run_id", "")},
+        run_name=f"designs-{host}-{context.run.run_id[:8]}")
+    return dg.Output(table, metadata={
+        **table_metadata(table.drop_columns(["constraint_report"])),
+        "surrogate_model_uri": registry.get("model_uri", ""),
+        "mlflow_run_id": logged.run_id,
+        "mlflow_run_url": dg.MetadataValue.url(logged.run_url),
+        "summary": dg.MetadataValue.json(summary),
+        "rejected_proteins": dg.MetadataValue.md(markdown_table([r.__dict__ for r in rejects])),
+        "feasible": int(sum(d.feasible for d in designs)),
+    })

@@ -11,6 +11,7 @@ from codon_assets.ingest import CONVERTED, conversion_checks
 from resources import InputFiles, ParquetIOManager
 from resources.evo2 import Evo2Resource
 from resources.mlflow_tracking import MlflowTracking
+from resources.model_store import SurrogateModelIOManager
 from codon_assets_tests.conftest import EXAMPLES, write_tsv
 
 
@@ -35,6 +36,7 @@ def resources_for(input_dir, storage, evo2=None):
     return {
         "input_files": InputFiles(input_dir=str(input_dir)),
         "io_manager": ParquetIOManager(base_dir=str(storage)),
+        "model_io_manager": SurrogateModelIOManager(base_dir=str(storage)),
         "evo2": evo2 or Evo2Resource(cache_dir=str(storage / "feature_cache")),
         "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}",
                                           artifact_root=str(storage / "mlartifacts")),

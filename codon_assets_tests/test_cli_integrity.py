@@ -133,7 +133,7 @@ def test_predict_gives_no_prediction_to_a_record_without_features(instance, dags
                                 selection=["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features",
                                            "enhanced_dataset", "surrogate_model"])
     assert result.success
-    model_dir = result.asset_materializations_for_node("surrogate_model")[0].metadata["model_path"].value
+    model_dir = result.asset_materializations_for_node("surrogate_model")[0].metadata["path"].value
     # The NIM is down now (a closed port), and the records are not in the cache it is given.
     monkeypatch.setenv("CODON_NIM_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("CODON_FEATURE_CACHE_DIR", str(tmp_path / "empty-cache"))

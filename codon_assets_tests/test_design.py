@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 
 from codon_assets.core.convert import ConversionSettings, convert_files
-from codon_assets.core.design import (
+from codon_assets.core.design import design_proteins, design_summary
+from codon_assets.core.design_constraints import (
     DEFAULT_MOTIFS,
     DesignConstraints,
     constraint_report,
-    design_proteins,
-    design_summary,
     is_feasible,
-    penalised_rewards,
     repair_cds,
-    reverse_complement,
 )
+from codon_assets.core.design_policy import penalised_rewards
+from codon_assets.core.design_settings import OptimiserSettings
 from codon_assets.core.features import MarkovBatchScorer, extract_features
-from codon_assets.core.genetic_code import CODON_TO_AA
+from codon_assets.core.genetic_code import CODON_TO_AA, reverse_complement
 from codon_assets.core.hosts import get_host
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.proteins import read_proteins
@@ -58,8 +57,8 @@ def targets():
 def run(yeast, targets):
     model, markov, counts, natives = yeast
     constraints = DesignConstraints.for_host(counts)
-    designs = design_proteins(targets[:12], "S_cerevisiae", model, markov, counts, constraints, steps=25, group=16,
-                              seed=0, natives=natives)
+    designs = design_proteins(targets[:12], "S_cerevisiae", model, markov, counts, constraints,
+                              OptimiserSettings(steps=25, group=16, seed=0), natives=natives)
     return designs, constraints
 
 
@@ -84,14 +83,14 @@ def test_every_design_and_baseline_back_translates_and_meets_every_constraint(ru
     designs, c = run
     assert c.stop_codon == "TAA" and 0.3 < c.gc_min < c.gc_max < 0.55  # the yeast host's own stop and window
     for d, record in zip(designs, targets):
-        assert d["protein_id"] == record.protein_id and d["protein"] == record.protein
-        _assert_meets_everything(d["cds"], d["protein"], c)
-        assert d["feasible"] and d["constraints"]["feasible"] and is_feasible(d["cds"], d["protein"], c)
-        for baseline in ("baseline_preferred", "baseline_random"):
-            assert d[baseline]["feasible"]
-            _assert_meets_everything(d[baseline]["cds"], d["protein"], c)
-        assert 0 < d["cai"] <= 1 and np.isfinite([d["mu"], d["sigma"], d["avg_loglik"], d["reward"]]).all()
-        assert d["reward"] == pytest.approx(d["mu"] - 0.5 * d["sigma"] + d["avg_loglik"])
+        assert d.protein_id == record.protein_id and d.protein == record.protein
+        _assert_meets_everything(d.cds, d.protein, c)
+        assert d.feasible and d.constraints.feasible and is_feasible(d.cds, d.protein, c)
+        for baseline in (d.baseline_preferred, d.baseline_random):
+            assert baseline.feasible
+            _assert_meets_everything(baseline.cds, d.protein, c)
+        assert 0 < d.cai <= 1 and np.isfinite([d.mu, d.sigma, d.avg_loglik, d.reward]).all()
+        assert d.reward == pytest.approx(d.mu - 0.5 * d.sigma + d.avg_loglik)
 
 
 def test_optimiser_improves_its_policy_and_beats_both_baselines(run):
@@ -100,15 +99,15 @@ def test_optimiser_improves_its_policy_and_beats_both_baselines(run):
     print("design summary:", {k: round(v, 3) if isinstance(v, float) else v for k, v in s.items()})
     # The policy learns: its mean reward rises well above the host-usage policy it starts from.
     assert s["mean_final_policy_reward"] > s["mean_initial_policy_reward"] + 0.3
-    assert np.mean([d["reward_final_mean"] > d["reward_initial_mean"] for d in designs]) >= 0.75
+    assert np.mean([d.reward_final_mean > d.reward_initial_mean for d in designs]) >= 0.75
     # Its best designs score at least the preferred-codon baseline, and well above random synonyms.
     assert s["mean_reward_gain_over_preferred"] >= 0
     assert s["mean_reward_gain_over_random"] > 0.5 and s["mean_mu_gain_over_random"] > 0.5
     assert s["mean_mu_gain_over_preferred"] > -0.1  # the reward trades a little mu for sigma and likelihood
     # The natives (the real yeast CDS) are scored too.
     assert s["n_with_native"] == len(designs)
-    assert all(d["native"]["cds"] and np.isfinite(d["improvement_over_native"]["reward"]) for d in designs)
-    assert designs[0]["run"]["surrogate_calls"] == 25 + 2  # one batched call per step, the final policy, the rest
+    assert all(d.native.cds and np.isfinite(d.improvement_over_native.reward) for d in designs)
+    assert designs[0].run.surrogate_calls == 25 + 2  # one batched call per step, the final policy, the rest
 
 
 def test_same_seed_same_designs_other_seed_differs(yeast, targets):
@@ -116,16 +115,15 @@ def test_same_seed_same_designs_other_seed_differs(yeast, targets):
     c = DesignConstraints.for_host(counts)
 
     def go(seed):
-        out = design_proteins(targets[:3], "S_cerevisiae", model, markov, counts, c, steps=5, group=8, seed=seed)
-        for d in out:
-            d.pop("run")  # holds the wall time
-        return out
+        # Designs compare without their run record (it holds the wall time).
+        return design_proteins(targets[:3], "S_cerevisiae", model, markov, counts, c,
+                               OptimiserSettings(steps=5, group=8, seed=seed))
 
     first = go(1)
     assert go(1) == first
     other = go(2)
-    assert [d["cds"] for d in other] != [d["cds"] for d in first]
-    assert [d["reward_curve"] for d in other] != [d["reward_curve"] for d in first]
+    assert [d.cds for d in other] != [d.cds for d in first]
+    assert [d.reward_curve for d in other] != [d.reward_curve for d in first]
 
 
 def test_infeasible_samples_get_finite_graded_penalties(yeast, targets):
@@ -140,42 +138,43 @@ def test_infeasible_samples_get_finite_graded_penalties(yeast, targets):
     model, markov, counts, _ = yeast
     base = DesignConstraints.for_host(counts)
     c = DesignConstraints(base.forbidden_motifs + (("test", "AAGA"),), base.gc_min, base.gc_max, stop_codon="TAA")
-    designs = design_proteins(targets[:3], "S_cerevisiae", model, markov, counts, c, steps=4, group=8, seed=0,
-                              repair_samples=False)
+    designs = design_proteins(targets[:3], "S_cerevisiae", model, markov, counts, c,
+                              OptimiserSettings(steps=4, group=8, seed=0, repair_samples=False))
     for d in designs:
-        assert d["infeasible_fraction_initial"] >= 0.75
-        assert np.isfinite(d["reward_curve"]).all() and np.isfinite(d["reward"])
-        report = constraint_report(d["cds"], d["protein"], c)
-        assert d["feasible"] == report["feasible"]
-        assert report["checks"]["back_translation"]["pass"] and report["checks"]["no_internal_stop"]["pass"]
+        assert d.infeasible_fraction_initial >= 0.75
+        assert np.isfinite(d.reward_curve).all() and np.isfinite(d.reward)
+        report = constraint_report(d.cds, d.protein, c)
+        assert d.feasible == report.feasible
+        assert report.checks["back_translation"].passed and report.checks["no_internal_stop"].passed
     # An unreachable GC window: nothing is feasible, every number is still finite and the report says why.
     c = DesignConstraints(gc_min=0.8, gc_max=0.9, stop_codon="TAA")
-    d = design_proteins(targets[:1], "S_cerevisiae", model, markov, counts, c, steps=3, group=8, seed=0)[0]
-    assert not d["feasible"] and not d["constraints"]["checks"]["gc_window"]["pass"]
-    assert np.isfinite(d["reward_curve"]).all()
+    d = design_proteins(targets[:1], "S_cerevisiae", model, markov, counts, c,
+                        OptimiserSettings(steps=3, group=8, seed=0))[0]
+    assert not d.feasible and not d.constraints.checks["gc_window"].passed
+    assert np.isfinite(d.reward_curve).all()
 
 
 def test_constraint_report_names_each_violation():
     c = DesignConstraints(forbidden_motifs=(("BsaI", "GGTCTC"),), gc_min=0.3, gc_max=0.7, stop_codon="TAA")
     protein = "MSETKLLRNF"
     good = "ATG" + "TCT GAA ACT AAG TTG CTG AGA AAC TTC".replace(" ", "") + "TAA"
-    assert constraint_report(good, protein, c)["feasible"]
+    assert constraint_report(good, protein, c).feasible
 
     def failed(cds, prot=protein):
         report = constraint_report(cds, prot, c)
-        return {k for k, v in report["checks"].items() if not v["pass"]}
+        return {k for k, v in report.checks.items() if not v.passed}
 
     # BsaI only on the minus strand: GAGACC = reverse complement of GGTCTC (E T -> GAG ACC).
     minus = "ATG" + "TCT GAG ACC AAG TTG CTG AGA AAC TTC".replace(" ", "") + "TAA"
     assert failed(minus) == {"forbidden_motifs"}
-    assert "(-)" in constraint_report(minus, protein, c)["checks"]["forbidden_motifs"]["detail"]
+    assert "(-)" in constraint_report(minus, protein, c).checks["forbidden_motifs"].detail
     assert failed(good[:-3] + "TAG") == {"stop_codon"}
     assert failed("GTG" + good[3:]) == {"start_codon"}
     assert failed(good[:6] + "TAA" + good[9:]) == {"no_internal_stop", "back_translation"}
     assert failed(good, "MSETKLLRNY") == {"back_translation"}
     poly = "ATG" + "AAA" * 3 + "TAA"
     assert failed(poly, "MKKK") >= {"homopolymer"}
-    assert "GC" in constraint_report(poly, "MKKK", c)["checks"]["gc_window"]["detail"]
+    assert "GC" in constraint_report(poly, "MKKK", c).checks["gc_window"].detail
 
 
 def test_repair_breaks_sites_and_runs_and_moves_gc_synonymously():
@@ -189,7 +188,7 @@ def test_repair_breaks_sites_and_runs_and_moves_gc_synonymously():
     assert not is_feasible(cds, protein, c)
     fixed = repair_cds(cds, c)
     report = constraint_report(fixed, protein, c)
-    assert report["feasible"], report
+    assert report.feasible, report
     assert fixed[:3] == "ATG" and fixed[-3:] == "TAA"
 
 

@@ -8,13 +8,20 @@ store is sqlite inside DAGSTER_HOME, so the embedded instance needs no server; a
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from resources.paths import dagster_home
 
+if TYPE_CHECKING:
+    from codon_assets.core.training import TrainingResult
+
 EXPERIMENT = "codon-surrogate"
+DESIGN_EXPERIMENT = "codon-designs"
 # The pyfunc wrapper is logged as code (MLflow "models from code"), not as a pickled object.
 PYFUNC_CODE = Path(__file__).with_name("surrogate_pyfunc.py")
 
@@ -42,6 +49,28 @@ def pyfunc_signature():
     inputs = [ColSpec("string", name) for name in ("sequence", "seq_sha256", "host")]
     inputs += [ColSpec("double", name, required=False) for name in EVO2_COLUMNS]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "mu"), ColSpec("double", "sigma")]))
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    experiment_id: str
+    run_id: str
+    run_url: str
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """Where one training run went: its MLflow run and registered model version."""
+
+    experiment_id: str
+    run_id: str
+    run_url: str
+    model_name: str
+    version: int
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -87,6 +116,67 @@ class MlflowTracking(dg.ConfigurableResource):
     def run_url(self, experiment_id: str, run_id: str) -> str:
         base = self.ui_url or os.environ.get("CODON_MLFLOW_UI_URL", "http://127.0.0.1:5000")
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def log_training(self, result: TrainingResult, model_name: str, tags: dict[str, str]) -> LoggedModel:
+        """One MLflow run for a trained surrogate: parameters, metrics of the surrogate and its baselines,
+        the training records by id, the figures, both boosters and the pyfunc wrapper, registered as a new
+        version of ``model_name``."""
+        import mlflow
+
+        from codon_assets.core.surrogate import ALPHA_HI, ALPHA_MU, LGB_PARAMS
+        from codon_assets.core.training import CV_FOLDS
+
+        experiment_id = self.activate()
+        model, data = result.model, result.data
+        with tempfile.TemporaryDirectory(prefix="surrogate-") as tmp, \
+                mlflow.start_run(experiment_id=experiment_id, run_name=f"{model_name}-{tags.get('dagster.run_id', '')[:8]}",
+                                 tags=tags) as run:
+            work = Path(tmp)
+            mlflow.log_params({"alpha_mu": ALPHA_MU, "alpha_hi": ALPHA_HI, "feature_backend": model.backend,
+                               "label_source": data.label_source, "records": len(data.target), "cv_folds": CV_FOLDS,
+                               "cv_records": len(result.held_out), "cv_grouping": "identical protein",
+                               "cai_reference": "; ".join(f"{h}: {b.cai_reference}" for h, b in model.builders.items()),
+                               **{f"lgb_{k}": v for k, v in LGB_PARAMS.items()}})
+            for name, values in result.metrics.items():
+                mlflow.log_metrics({f"{name}.{k}": v for k, v in values.items()})
+            # The training records by id (sequences stay in the enhanced dataset, linked by data version).
+            frame = training_records_frame(data)
+            mlflow.log_input(mlflow.data.from_pandas(frame, name=f"{model_name}-training", targets="target"),
+                             context="training")
+            mlflow.log_artifacts(str(result.write_plots(model_name, work / "plots")), artifact_path="plots")
+            booster_requirements = pinned_requirements(*BOOSTER_REQUIREMENTS)
+            mlflow.lightgbm.log_model(model.mu, name="lightgbm_mu", pip_requirements=booster_requirements)
+            mlflow.lightgbm.log_model(model.hi, name="lightgbm_hi", pip_requirements=booster_requirements)
+            info = mlflow.pyfunc.log_model(name="surrogate", python_model=str(PYFUNC_CODE),
+                                           artifacts={"surrogate": str(model.save(work / "model"))},
+                                           signature=pyfunc_signature(),
+                                           pip_requirements=pinned_requirements(*PYFUNC_REQUIREMENTS),
+                                           registered_model_name=model_name)
+            version = int(info.registered_model_version)
+            mlflow.MlflowClient().update_model_version(
+                model_name, str(version), description=f"Trained by Dagster run {tags.get('dagster.run_id', '')} "
+                                                      f"({tags.get('dagster.asset_key', '')}).")
+        return LoggedModel(experiment_id, run.info.run_id, self.run_url(experiment_id, run.info.run_id), model_name,
+                           version)
+
+    def log_designs(self, designs, summary: dict, params: dict, tags: dict[str, str], run_name: str) -> LoggedRun:
+        """One MLflow run for a design batch: its settings, the numeric summary and the designs as TSV."""
+        import mlflow
+
+        experiment_id = self.activate(DESIGN_EXPERIMENT)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
+            mlflow.log_text(designs.to_csv(sep="\t", index=False), "designs.tsv")
+        return LoggedRun(experiment_id, run.info.run_id, self.run_url(experiment_id, run.info.run_id))
+
+
+def training_records_frame(data):
+    """The training records by id and target, as MLflow's dataset input."""
+    import pandas as pd
+
+    return pd.DataFrame({"host": data.host, "protein_id": data.protein_id.to_numpy(zero_copy_only=False),
+                         "target": data.target})
 
 
 def load_registered(reference: str, tracking: MlflowTracking):

@@ -1,4 +1,5 @@
-"""Codon adaptation indices from codon counts: CAI (Sharp & Li 1987) and tAI (dos Reis et al. 2004).
+"""Codon adaptation indices from codon counts: CAI (Sharp & Li 1987) and tAI (dos Reis et al. 2004); and
+the host's GC window.
 
 Both are geometric means of per-codon weights over a CDS's codons. Stop codons and single-codon amino
 acids (Met, Trp) carry no choice, so they are left out of the mean rather than scored as 0; a CDS
@@ -13,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from codon_assets.core.genetic_code import CODON_TO_AA, CODONS
+from codon_assets.core.genetic_code import CODON_TO_AA, CODONS, SYNONYMS, reverse_complement
+from codon_assets.core.sequence_stats import gc_content
 
-_AA = np.array([CODON_TO_AA[c] for c in CODONS])
-_SYNONYMS = {aa: np.flatnonzero(_AA == aa) for aa in set(_AA)}
 # Codons that say something about choice: sense codons of amino acids with more than one codon.
-CHOICE = np.array([CODON_TO_AA[c] != "*" and len(_SYNONYMS[CODON_TO_AA[c]]) > 1 for c in CODONS])
+CHOICE = np.array([CODON_TO_AA[c] != "*" and len(SYNONYMS[CODON_TO_AA[c]]) > 1 for c in CODONS])
 
 # dos Reis et al. 2004 wobble penalties (s values; 1 - s is the pairing efficiency).
 S_GU, S_IC, S_IA, S_UG = 0.41, 0.28, 0.9999, 0.68
-_COMPLEMENT = str.maketrans("ACGT", "TGCA")
+# The host's own GC window: these percentiles of GC over its CDS bound the GC of designed CDS.
+HOST_GC_PERCENTILES = (5.0, 95.0)
 
 
 def relative_adaptiveness(reference_counts: np.ndarray, pseudocount: float = 0.5) -> np.ndarray:
@@ -30,7 +31,7 @@ def relative_adaptiveness(reference_counts: np.ndarray, pseudocount: float = 0.5
     choice (stops, Met, Trp)."""
     counts = reference_counts.astype(np.float64) + pseudocount
     w = np.full(64, np.nan)
-    for aa, codons in _SYNONYMS.items():
+    for aa, codons in SYNONYMS.items():
         if aa != "*" and len(codons) > 1:
             w[codons] = counts[codons] / counts[codons].max()
     return w
@@ -43,6 +44,13 @@ def geometric_mean_index(counts: np.ndarray, w: np.ndarray) -> np.ndarray:
     n = counts[:, usable].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, np.exp(counts @ log_w / np.maximum(n, 1)), np.nan)
+
+
+def host_gc_window(host_counts: np.ndarray) -> tuple[float, float]:
+    """The host's GC window (``HOST_GC_PERCENTILES`` of GC over its CDS) from per-record (n, 64) codon counts."""
+    gc = gc_content(np.atleast_2d(host_counts))
+    low, high = HOST_GC_PERCENTILES
+    return float(np.percentile(gc, low)), float(np.percentile(gc, high))
 
 
 def read_trna_copy_numbers(path: str | Path) -> dict[str, int]:
@@ -70,7 +78,7 @@ def tai_weights(copies: dict[str, int]) -> np.ndarray:
     """
     def gcn(first_anticodon_base: str, codon: str) -> float:
         # The anticodon is the reverse complement of the codon, with its 5' (wobble) base replaced.
-        anticodon = first_anticodon_base + codon[:2][::-1].translate(_COMPLEMENT)
+        anticodon = first_anticodon_base + reverse_complement(codon[:2])
         return float(copies.get(anticodon, 0))
 
     raw = np.zeros(64)

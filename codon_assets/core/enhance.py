@@ -25,9 +25,15 @@ high), strong disagreement (ranks 0.75 or more apart) lowers it one level, anyth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from codon_assets.core.labels import join_measured, read_measured
+from codon_assets.core.surrogate_features import sequence_features
 import pandas as pd
 
 Mode = Literal["metadata_only", "model_enhanced", "full"]
@@ -96,3 +102,55 @@ def enhance(
     confidence = np.where(features_ok, np.array(LEVELS, dtype=object)[level], original_confidence)
     status = np.where(features_ok, "enhanced", "kept_original_features_error").astype(object)
     return Enhancement(value, confidence, score, status)
+
+
+# The feature columns an enhanced record carries, next to the feature status, error and backend.
+FEATURE_COLUMNS = ("avg_confidence", "max_confidence", "min_confidence", "std_confidence", "avg_loglik",
+                   "perplexity", "gc_content", "codon_entropy", "scored_bases")
+
+
+def build_enhanced(converted: pa.Table, features: pa.Table, mode: Mode, measured_path: Path | None,
+                   value_column: str | None) -> tuple[pa.Table, dict]:
+    """Join records and features by protein_id (never by position), enhance, attach measured labels."""
+    # Each record's feature row, found by protein_id (never by position); only the small feature columns
+    # are gathered, the records (with their sequences) stay where they are.
+    row_of = pc.index_in(converted["protein_id"], value_set=features["protein_id"])
+    feats = features.select(["status", "error", "backend", *FEATURE_COLUMNS]).take(row_of)
+    joined = converted
+    for name, column in zip(["feature_status", "feature_error", "feature_backend", *FEATURE_COLUMNS], feats.columns):
+        joined = joined.append_column(name, column)
+    ok = pc.fill_null(pc.equal(joined["feature_status"], "success"), False).to_numpy(zero_copy_only=False)
+    sequences = joined["sequence"].combine_chunks()
+    homopolymer = sequence_features(sequences)["longest_homopolymer"] if mode == "full" else np.zeros(len(ok))
+    original = joined["expression_value"].to_numpy()
+    result = enhance(
+        original, joined["expression_confidence"].to_numpy(zero_copy_only=False),
+        {name: joined[name].to_numpy(zero_copy_only=False).astype(float) for name in FEATURE_COLUMNS},
+        ok, mode, joined["gc_content"].to_numpy(zero_copy_only=False).astype(float), homopolymer,
+    )
+    backend = features["backend"][0].as_py() if features.num_rows else "none"
+    enhanced_mode = mode != "metadata_only"
+    table = (
+        joined.drop_columns(["expression_value", "expression_unit", "expression_assay", "expression_confidence"])
+        .append_column("expression_value", pa.array(result.value))
+        .append_column("original_value", pa.array(original))
+        .append_column("expression_unit", pa.repeat("estimated_enhanced" if enhanced_mode else "estimated", len(ok)))
+        .append_column("expression_assay", pa.repeat(f"model_enhanced_{backend}" if enhanced_mode else "metadata_heuristic", len(ok)))
+        .append_column("expression_confidence", pa.array(result.confidence, pa.string()))
+        .append_column("enhancement_score", pa.array(result.score, mask=~np.isfinite(result.score)))
+        .append_column("enhancement_status", pa.array(result.status, pa.string()))
+    )
+    label_report: dict = {"measured_table": None}
+    measured = np.full(len(ok), np.nan)
+    matched_by: list = [None] * len(ok)
+    if measured_path is not None:
+        labels = read_measured(measured_path, value_column)
+        join = join_measured(table, labels)
+        measured, matched_by = join.measured_value, join.matched_by
+        label_report = {"measured_table": labels.path, "value_column": labels.value_column, **join.report}
+    table = (
+        table.append_column("measured_value", pa.array(measured, mask=~np.isfinite(measured)))
+        .append_column("measured_log10", pa.array(np.log10(measured), mask=~np.isfinite(measured)))
+        .append_column("measured_matched_by", pa.array(matched_by, pa.string()))
+    )
+    return table, label_report

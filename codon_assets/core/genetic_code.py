@@ -27,6 +27,13 @@ CODONS: tuple[str, ...] = tuple(a + b + c for a in BASES for b in BASES for c in
 STANDARD_TABLE = "".join(CODON_TO_AA[c] for c in CODONS)
 STOP_CODONS: tuple[str, ...] = tuple(c for c in CODONS if CODON_TO_AA[c] == "*")
 SENSE_CODONS: tuple[str, ...] = tuple(c for c in CODONS if CODON_TO_AA[c] != "*")
+# Per codon, in codon_index order: whether it is a sense codon, and how many of its bases are G or C.
+SENSE = np.array([CODON_TO_AA[c] != "*" for c in CODONS])
+GC_PER_CODON = np.array([sum(b in "GC" for b in c) for c in CODONS], dtype=np.int64)
+# Codon indices of each amino acid's synonymous codons (and of the stops, under "*").
+SYNONYMS: dict[str, np.ndarray] = {aa: np.flatnonzero(np.array(list(STANDARD_TABLE)) == aa)
+                                   for aa in sorted(set(STANDARD_TABLE))}
+_COMPLEMENT = str.maketrans("ACGT", "TGCA")
 _AA_BYTES = np.frombuffer(STANDARD_TABLE.encode(), dtype=np.uint8)
 STOP_BYTE = ord("*")
 MET_BYTE = ord("M")
@@ -36,6 +43,10 @@ def base_codes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(base codes 0..3, whether each byte is an upper-case A/C/G/T) for a uint8 sequence buffer."""
     acgt = (data == _ASCII[0]) | (data == _ASCII[1]) | (data == _ASCII[2]) | (data == _ASCII[3])
     return (data >> 1) & np.uint8(3), acgt
+
+
+def reverse_complement(seq: str) -> str:
+    return seq.translate(_COMPLEMENT)[::-1]
 
 
 def codon_index(codon: str) -> int:

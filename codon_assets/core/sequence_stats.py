@@ -7,16 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 
-from codon_assets.core.genetic_code import CODONS, CODON_TO_AA, base_codes, codon_codes, record_chunks, string_buffers
-
-_SENSE = np.array([CODON_TO_AA[c] != "*" for c in CODONS])
-_GC_PER_CODON = np.array([sum(b in "GC" for b in c) for c in CODONS], dtype=np.int64)
+from codon_assets.core.genetic_code import GC_PER_CODON, SENSE, base_codes, codon_codes, record_chunks, string_buffers
 
 
 def gc_content(counts: np.ndarray) -> np.ndarray:
     """Fraction of G+C per record, from its codon counts (exact for whole-codon sequences)."""
     bases = 3 * counts.sum(axis=1)
-    return (counts @ _GC_PER_CODON) / np.maximum(bases, 1)
+    return (counts @ GC_PER_CODON) / np.maximum(bases, 1)
 
 
 def decode_codons(sequences: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -51,7 +48,7 @@ def codon_counts(sequences: pa.Array, workers: int = 1) -> np.ndarray:
 
 def codon_entropy(counts: np.ndarray) -> np.ndarray:
     """Shannon entropy (bits) of each record's sense-codon distribution (stop codons excluded)."""
-    sense = counts[:, _SENSE].astype(np.float64)
+    sense = counts[:, SENSE].astype(np.float64)
     totals = sense.sum(axis=1, keepdims=True)
     p = np.divide(sense, totals, out=np.zeros_like(sense), where=totals > 0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -25,11 +25,11 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from codon_assets.core.codon_metrics import host_gc_window
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.sequence_stats import codon_counts, codon_entropy
 from codon_assets.core.surrogate_features import (
     EVO2_COLUMNS,
-    GC_PER_CODON,
     SENSE,
     FeatureBuilder,
     sequence_features,
@@ -105,6 +105,8 @@ class SurrogateModel:
     # Per host: summed codon counts of the training CDS and their 5th-95th percentile GC window, so codon
     # design starts from (and is constrained by) the same host profile the model was trained on.
     host_profiles: dict[str, dict] = field(default_factory=dict)
+    # Where this model is registered (MLflow model URI and run), for what is derived from it.
+    registry: dict[str, str] = field(default_factory=dict)
 
     def matrix(self, sequences: pa.Array, evo2: dict[str, np.ndarray], host: np.ndarray,
                stats: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -153,7 +155,7 @@ class SurrogateModel:
             (folder / f"markov_{key}.npz").write_bytes(model.to_bytes())
         settings = {"hosts": self.hosts, "feature_names": self.feature_names, "backend": self.backend,
                     "label_source": self.label_source, "metrics": self.metrics, "sigma_scale": self.sigma_scale,
-                    "host_profiles": self.host_profiles,
+                    "host_profiles": self.host_profiles, "registry": self.registry,
                     "builders": {k: b.to_dict() for k, b in self.builders.items()},
                     "alphas": [ALPHA_MU, ALPHA_HI]}
         (folder / "surrogate.json").write_text(json.dumps(settings, indent=1))
@@ -168,7 +170,8 @@ class SurrogateModel:
         return cls(settings["hosts"], {k: FeatureBuilder.from_dict(v) for k, v in settings["builders"].items()},
                    settings["feature_names"], lgb.Booster(model_file=str(folder / "mu.txt")),
                    lgb.Booster(model_file=str(folder / "hi.txt")), settings["backend"], markov,
-                   settings["label_source"], settings["metrics"], settings["sigma_scale"], settings["host_profiles"])
+                   settings["label_source"], settings["metrics"], settings["sigma_scale"], settings["host_profiles"],
+                   settings.get("registry", {}))
 
 
 def _fit_builders(data: TrainingSet, rows: np.ndarray) -> dict[str, FeatureBuilder]:
@@ -216,11 +219,10 @@ def fit_surrogate(data: TrainingSet, rows: np.ndarray, backend: str, seed: int =
         model.matrix(take_records(data.sequences, rows), take_rows(data.evo2, rows), host, stats),
         data.target[rows], [len(names) - 1] if len(hosts) > 1 else [], seed)
     counts = stats["counts"]
-    gc = counts @ GC_PER_CODON / np.maximum(3 * counts.sum(axis=1), 1)
     for key in hosts:
         mine = host == key
         model.host_profiles[key] = {"codon_counts": counts[mine].sum(axis=0).tolist(),
-                                    "gc_window": [float(np.percentile(gc[mine], 5)), float(np.percentile(gc[mine], 95))]}
+                                    "gc_window": list(host_gc_window(counts[mine]))}
     return model
 
 

@@ -22,12 +22,10 @@ from codon_assets.core.codon_metrics import (
     relative_adaptiveness,
     tai_weights,
 )
-from codon_assets.core.genetic_code import CODON_TO_AA, CODONS, record_chunks, string_buffers
+from codon_assets.core.genetic_code import CODONS, GC_PER_CODON, SENSE, record_chunks, string_buffers
 from codon_assets.core.sequence_stats import counts_per_record, decode_codons
 
-SENSE = np.array([CODON_TO_AA[c] != "*" for c in CODONS])
 GC3_CODON = np.array([c[2] in "GC" for c in CODONS])
-GC_PER_CODON = np.array([sum(b in "GC" for b in c) for c in CODONS])
 WINDOW, STEP, FIVE_PRIME = 60, 30, 48
 RARE_BELOW = 0.2  # relative adaptiveness under which a codon counts as rare for the host
 HOMOPOLYMER_LONG = 6
