@@ -26,10 +26,13 @@ def test_bench_runs_every_stage_and_reports_the_baseline_ratio(tmp_path, capsys)
     assert (tmp_path / "data" / "S_cerevisiae_400.tsv").exists()
 
 
-def test_gpu_throughput_script_times_the_scorer_and_labels_a_stand_in(tmp_path, capsys):
+def test_gpu_throughput_script_times_the_scorer_and_labels_a_stand_in(tmp_path, capsys, monkeypatch):
     """On this CPU machine, where evo2 cannot be imported (its CUDA extensions), the script must say it timed a
     stand-in, not Evo 2."""
     pytest.importorskip("torch")
+    # In a scratch directory: importing vortex (even when evo2's import then fails) writes an
+    # activations_debug.log into the working directory.
+    monkeypatch.chdir(tmp_path)
     if subprocess.run([sys.executable, "-c", "import evo2"], capture_output=True).returncode == 0:
         pytest.skip("evo2 imports here: the script would build the real network, not the stand-in")
     from bench.gpu_evo2_throughput import main as gpu_main
