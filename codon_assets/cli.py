@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from codon_assets.history import add_history_parser
 from resources.paths import PROJECT_ROOT, dagster_home
 
 
@@ -647,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     mat = sub.add_parser("materialize", help="materialize all assets for hosts with input in CODON_INPUT_DIR")
     mat.add_argument("--host", action="append", help="only this host (repeatable)")
     mat.set_defaults(func=cmd_materialize)
+
+    add_history_parser(sub)
     return parser
 
 

@@ -419,9 +419,9 @@ def test_compose_file_structure():
                  "CODON_EVO2_IMAGE", "CODON_DOCKER_VOLUMES", "CODON_DOCKER_NETWORK"):
         assert name in env, name
     # The step containers join the compose network and the data volume by these names.
-    assert compose["networks"]["default"]["name"] == "codon-assets" in env["CODON_DOCKER_NETWORK"]
+    assert compose["networks"]["default"]["name"] == env["CODON_DOCKER_NETWORK"] == "${CODON_NETWORK:-codon-assets}"
     assert env["CODON_DOCKER_VOLUMES"].startswith(compose["volumes"]["data"]["name"] + ":")
-    # The code location must not name its own image, or the Evo 2 step would run in it.
+    # The code location names no image of its own: the other steps take CODON_IMAGE.
     assert "DAGSTER_CURRENT_IMAGE" not in env and "--container-image" not in services["user_code"]["command"]
     assert "--read-only" in services["webserver_readonly"]["command"][0]
 

@@ -18,3 +18,9 @@ def dagster_home() -> Path:
 def storage_root() -> Path:
     """Root of the Parquet asset files: $CODON_STORAGE_DIR, else `<DAGSTER_HOME>/codon_assets`."""
     return Path(os.environ.get("CODON_STORAGE_DIR") or dagster_home() / "codon_assets").resolve()
+
+
+def asset_store() -> str:
+    """Where the Parquet IO manager keeps asset tables: $CODON_ASSET_STORE, a folder or an object-store URL
+    such as `s3://bucket/prefix` (the feature cache, models and exports stay local), else storage_root()."""
+    return os.environ.get("CODON_ASSET_STORE") or str(storage_root())
