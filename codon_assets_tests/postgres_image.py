@@ -13,15 +13,17 @@ others), earlier keys are removed when a new one is built.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-import pytest
-
-from codon_assets_tests.test_docker_integration import CACHE_DIR, TEST_LABEL, docker, image_exists, log, run, sha256_of
+from codon_assets_tests.test_docker_integration import (
+    ROOTFS_PRUNE,
+    TEST_LABEL,
+    debootstrap_image,
+    docker,
+    image_exists,
+    log,
+    sha256_of,
+)
 
 POSTGRES_IMAGE_REPO = "codon-assets-test-postgres"
 PACKAGES = ["postgresql-15"]  # pulls postgresql-client-15 (psql, pg_isready)
@@ -68,8 +70,7 @@ exec setpriv --reuid=postgres --regid=postgres --init-groups -- postgres -D "$PG
 
 # Not needed in a container: documentation, apt's caches, the cluster the package's postinst made, and the
 # LLVM JIT (off above; libLLVM is a third of the image).
-PRUNE = ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*", "usr/share/doc/*", "usr/share/man/*",
-         "usr/share/locale/*", "var/lib/postgresql/15", "etc/postgresql/15", "usr/lib/postgresql/15/lib/bitcode",
+PRUNE = (*ROOTFS_PRUNE, "var/lib/postgresql/15", "etc/postgresql/15", "usr/lib/postgresql/15/lib/bitcode",
          "usr/lib/postgresql/15/lib/llvmjit*.so", "usr/lib/x86_64-linux-gnu/libLLVM-*")
 
 
@@ -86,42 +87,11 @@ def build_postgres_image() -> str:
     if image_exists(tag):
         log(f"reusing {tag}")
         return tag
-    if shutil.which("debootstrap") is None:
-        pytest.skip(f"{tag} is missing and debootstrap is not installed (.ci/services.sh start installs it)")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    log(f"building {tag} with debootstrap (about 1-2 minutes)")
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="pg-rootfs-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(rootfs)]
-        if os.environ.get("CODON_DEBIAN_MIRROR"):
-            cmd.append(os.environ["CODON_DEBIAN_MIRROR"])
-        run(cmd, timeout=900, log_file=Path(tmp) / "debootstrap.log")
-        for pattern in PRUNE:
-            for path in rootfs.glob(pattern):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-        entrypoint = rootfs / ENTRYPOINT_PATH.lstrip("/")
-        entrypoint.parent.mkdir(parents=True, exist_ok=True)
-        entrypoint.write_text(ENTRYPOINT)
-        entrypoint.chmod(0o755)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-        try:
-            run(["docker", "import",
-                 "--change", f"ENV PATH={PATH_ENV}",
-                 "--change", "ENV PGDATA=/var/lib/postgresql/data",
-                 "--change", "ENV LANG=C.UTF-8",
-                 "--change", "EXPOSE 5432",
-                 "--change", f'ENTRYPOINT ["{ENTRYPOINT_PATH}"]',
-                 "--change", f"LABEL {TEST_LABEL}=postgres",
-                 "-", tag], stdin=tar.stdout, timeout=600)
-        finally:
-            tar.stdout.close()
-            tar.wait(timeout=60)
+    debootstrap_image(tag, PACKAGES,
+                      [f"ENV PATH={PATH_ENV}", "ENV PGDATA=/var/lib/postgresql/data", "ENV LANG=C.UTF-8", "EXPOSE 5432",
+                       f'ENTRYPOINT ["{ENTRYPOINT_PATH}"]', f"LABEL {TEST_LABEL}=postgres"],
+                      files={ENTRYPOINT_PATH: (ENTRYPOINT, 0o755)}, prune=PRUNE)
     for stale in docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", POSTGRES_IMAGE_REPO).stdout.split():
         if stale != tag:
             docker("image", "rm", stale, check=False)
-    log(f"{tag} ready in {time.monotonic() - started:.0f} s")
     return tag

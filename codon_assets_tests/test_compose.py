@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pytest
 
+from codon_assets_tests.dagster_graphql import BACKFILL_STATUS, LAUNCH_BACKFILL, key, metadata
 from codon_assets_tests.postgres_image import build_postgres_image
 from codon_assets_tests.test_docker_integration import (
     BASE_IMAGE,
@@ -77,26 +78,8 @@ STALE_AFTER_S = 3 * 3600  # a codon-ci-* stack older than this was left by an in
 ORPHAN_AFTER_S = 15 * 60  # ... and its volumes or network without a container, older than this
 
 # ------------------------------------------------------------------------------------------------ GraphQL
-# The shapes of codon_assets_tests/test_live_ui.py.
-
 WORKSPACE = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
     locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-
-LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on UnauthorizedError { message }
-} }"""
-
-BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status numPartitions partitionNames error { message }
-                               runs(limit: 50) { runId status tags { key value } } }
-    ... on PythonError { message }
-} }"""
 
 ASSET_STATE = """query($key: AssetKeyInput!, $partitions: [String!]) { assetNodeOrError(assetKey: $key) {
     ... on AssetNode {
@@ -132,19 +115,6 @@ def http(url: str, payload: dict | None = None, timeout: float = 60) -> tuple[in
         return status, json.loads(body)
     except json.JSONDecodeError:
         return status, body
-
-
-def key(name: str) -> dict:
-    return {"path": [name]}
-
-
-def metadata(event: dict) -> dict:
-    values = {}
-    for entry in event["metadataEntries"]:
-        for field in ("intValue", "floatValue", "text", "path", "url"):
-            if field in entry:
-                values[entry["label"]] = entry[field]
-    return values
 
 
 def free_port() -> int:

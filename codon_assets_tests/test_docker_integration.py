@@ -157,35 +157,51 @@ def postgres():
 
 # ------------------------------------------------------------------------------------------------- images
 
-def build_base_image() -> None:
-    """Debian bookworm with python3, venv, CA certificates and libgomp (LightGBM), imported as an image."""
+ROOTFS_PRUNE = ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*", "usr/share/doc/*", "usr/share/man/*",
+                "usr/share/locale/*")
+
+
+def debootstrap_image(tag: str, packages: list[str], changes: list[str], files: dict[str, tuple[str, int]] | None = None,
+                      prune: tuple[str, ...] = ROOTFS_PRUNE) -> None:
+    """A Debian bookworm root file system with ``packages`` (less the ``prune`` globs, plus ``files``: path ->
+    (text, mode)), imported as image ``tag`` with the Dockerfile instructions ``changes`` (an imported image
+    has no config)."""
     if shutil.which("debootstrap") is None:
-        pytest.skip(f"{BASE_IMAGE} is missing and debootstrap is not installed (.ci/services.sh start installs it)")
+        pytest.skip(f"{tag} is missing and debootstrap is not installed (.ci/services.sh start installs it)")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    log(f"building {BASE_IMAGE} with debootstrap (about 1-2 minutes)")
+    log(f"building {tag} with debootstrap (about 1-2 minutes)")
     with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        cmd = ["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates,libgomp1",
-               "bookworm", str(rootfs)]
+        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", "bookworm", str(rootfs)]
         if os.environ.get("CODON_DEBIAN_MIRROR"):
             cmd.append(os.environ["CODON_DEBIAN_MIRROR"])
         run(cmd, timeout=900, log_file=Path(tmp) / "debootstrap.log")
-        for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*", "usr/share/doc/*",
-                        "usr/share/man/*", "usr/share/locale/*"):
+        for pattern in prune:
             for path in rootfs.glob(pattern):
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
                 else:
                     path.unlink()
+        for relative, (text, mode) in (files or {}).items():
+            target = rootfs / relative.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            target.chmod(mode)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
         try:
-            run(["docker", "import", "--change", f"ENV PATH={PATH_ENV}", "--change", f"LABEL {TEST_LABEL}=base",
-                 "-", BASE_IMAGE], stdin=tar.stdout, timeout=600)
+            run(["docker", "import", *[arg for change in changes for arg in ("--change", change)], "-", tag],
+                stdin=tar.stdout, timeout=600)
         finally:
             tar.stdout.close()
             tar.wait(timeout=60)
-    log(f"{BASE_IMAGE} ready in {time.monotonic() - started:.0f} s")
+    log(f"{tag} ready in {time.monotonic() - started:.0f} s")
+
+
+def build_base_image() -> None:
+    """Debian bookworm with python3, venv, CA certificates and libgomp (LightGBM), imported as an image."""
+    debootstrap_image(BASE_IMAGE, ["python3", "python3-venv", "ca-certificates", "libgomp1"],
+                      [f"ENV PATH={PATH_ENV}", f"LABEL {TEST_LABEL}=base"])
 
 
 def host_constraints() -> str:

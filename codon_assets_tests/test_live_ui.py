@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from codon_assets_tests.conftest import EXAMPLES, ROOT
+from codon_assets_tests.dagster_graphql import BACKFILL_STATUS, LAUNCH_BACKFILL, key, metadata
 
 pytestmark = pytest.mark.integration
 
@@ -199,22 +200,6 @@ ASSET_GRAPH = """{ assetNodes {
     assetChecksOrError { __typename ... on AssetChecks { checks { name blocking } } }
 } }"""
 
-LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on UnauthorizedError { message }
-} }"""
-
-BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status numPartitions partitionNames error { message }
-                               runs(limit: 50) { runId status tags { key value } } }
-    ... on PythonError { message }
-} }"""
-
 ASSET_STATE = """query($key: AssetKeyInput!, $partitions: [String!]) { assetNodeOrError(assetKey: $key) {
     ... on AssetNode {
         partitionStats { numMaterialized numPartitions numFailed numMaterializing }
@@ -260,10 +245,6 @@ LAUNCH_RUN = """mutation($params: ExecutionParams!) { launchRun(executionParams:
 RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
 
 
-def key(name: str) -> dict:
-    return {"path": [name]}
-
-
 def asset_state(live: LiveDagster, name: str, partitions: list[str] | None = None) -> dict:
     return live.gql(ASSET_STATE, {"key": key(name), "partitions": partitions})["assetNodeOrError"]
 
@@ -277,15 +258,6 @@ def latest_by_partition(materializations: list[dict]) -> dict[str | None, dict]:
 
 def tags(event: dict) -> dict[str, str]:
     return {t["key"]: t["value"] for t in event["tags"]}
-
-
-def metadata(event: dict) -> dict:
-    values = {}
-    for entry in event["metadataEntries"]:
-        for field in ("intValue", "floatValue", "text", "path", "url"):
-            if field in entry:
-                values[entry["label"]] = entry[field]
-    return values
 
 
 def wait_for_run(live: LiveDagster, run_id: str, timeout: float) -> str:
