@@ -29,7 +29,8 @@ def convert_rows(path: Path, out: Path, start_codons=("ATG",)) -> tuple[int, int
     """Per-row conversion; returns (rows read, valid)."""
     valid, rows = 0, 0
     seen: set[str] = set()
-    with open(path, newline="") as handle, open(out, "w") as sink:
+    # errors="replace": the generated tables plant ids that are not UTF-8, which a strict read would refuse whole.
+    with open(path, newline="", errors="replace") as handle, open(out, "w") as sink:
         for row in csv.DictReader(handle, delimiter="\t"):
             rows += 1
             seq = (row.get("RefSeq_nn") or "").strip().upper()

@@ -35,7 +35,7 @@ def fingerprint(path: Path) -> dict:
 @dg.asset(
     partitions_def=host_partitions,
     group_name="ingest",
-    code_version="1",
+    code_version="2",
     kinds={"file"},
     owners=OWNERS,
     description=(
@@ -83,13 +83,13 @@ REJECTS = dg.AssetKey("converted_rejects")
                 "One row per valid record: normalised CDS (upper case, with stop), its translation, metadata "
                 "fields, source row, CDS hash and the metadata expression estimate."
             ),
-            code_version="1",
+            code_version="2",
             kinds={"parquet"},
             owners=OWNERS,
         ),
         "converted_rejects": dg.AssetOut(
             description="Every input row that failed validation, with its source row, id and reason codes.",
-            code_version="1",
+            code_version="2",
             kinds={"parquet"},
             owners=OWNERS,
         ),

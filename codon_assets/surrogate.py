@@ -52,7 +52,7 @@ def delta_summary(table: pa.Table) -> dict:
 @dg.asset(
     partitions_def=host_partitions,
     group_name="model",
-    code_version="1",
+    code_version="2",
     kinds={"parquet"},
     owners=OWNERS,
     ins={"converted_dataset": dg.AssetIn(), "evo2_features": dg.AssetIn()},
@@ -136,7 +136,7 @@ def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrac
 @dg.asset(
     partitions_def=host_partitions,
     group_name="model",
-    code_version="1",
+    code_version="2",
     kinds={"lightgbm", "mlflow"},
     owners=OWNERS,
     io_manager_key="model_io_manager",
@@ -162,7 +162,7 @@ def surrogate_model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTr
 
 @dg.asset(
     group_name="model",
-    code_version="1",
+    code_version="2",
     kinds={"lightgbm", "mlflow"},
     owners=OWNERS,
     io_manager_key="model_io_manager",

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from codon_assets.definitions import defs
 from codon_assets_tests.conftest import EXAMPLES, ROOT
 from codon_assets_tests.dagster_graphql import BACKFILL_STATUS, LAUNCH_BACKFILL, key, metadata
 
@@ -33,6 +34,8 @@ PARTITIONED = ["raw_tsv", "converted_dataset", "converted_rejects", "evo2_featur
                "surrogate_model", "codon_designs"]
 UNIFIED = "surrogate_model_unified"
 ALL_ASSETS = PARTITIONED + [UNIFIED]
+# The code version each asset's definition declares (a materialization records the one it ran).
+CODE_VERSIONS = {spec.key.to_user_string(): spec.code_version for spec in defs.resolve_all_asset_specs()}
 GROUPS = {"raw_tsv": "ingest", "converted_dataset": "ingest", "converted_rejects": "ingest",
           "evo2_features": "features", "enhanced_dataset": "model", "surrogate_model": "model", UNIFIED: "model",
           "codon_designs": "design"}
@@ -344,7 +347,7 @@ def test_backfill_materializes_every_partitioned_asset_for_the_hosts_with_data(l
         assert set(latest) == set(HOSTS_WITH_DATA), name
         for host, event in latest.items():
             assert event["runId"] in successful, (name, host)  # materialized by the backfill's own runs
-            assert tags(event)["dagster/code_version"] == "1"
+            assert tags(event)["dagster/code_version"] == CODE_VERSIONS[name]
         assert all(v for v in state["dataVersionByPartition"]), name
     assert backfill_runs >= successful
 

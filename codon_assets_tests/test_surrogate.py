@@ -246,7 +246,7 @@ def test_surrogate_asset_tracks_lineage_in_mlflow(instance, tmp_path):
     assert run.data.tags["dagster.run_id"] == result.run_id
     assert run.data.tags["dagster.partition"] == "S_cerevisiae"
     assert run.data.tags["dagster.asset_key"] == "surrogate_model"
-    assert run.data.tags["dagster.code_version"] == "1"
+    assert run.data.tags["dagster.code_version"] == "2"
     assert run.data.tags["dagster.upstream.enhanced_dataset.data_version"]
     assert run.data.params["label_source"] == "measured"
     assert run.data.metrics["surrogate.spearman"] == pytest.approx(model["cv_spearman"].value, abs=1e-4)
