@@ -464,7 +464,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         evo2 = evo2_from_env(model.backend)
         evo2.setup_for_execution(None)
-        scorer, _ = evo2.scorer_for(records)
+        scorer = evo2.scorer()
         features, _ = extract_features(records.select(["protein_id", "sequence", "seq_sha256"]), scorer, evo2.cache())
         for name in EVO2_COLUMNS:
             frame[name] = features[name].to_numpy(zero_copy_only=False).astype(float)

@@ -13,9 +13,8 @@ from codon_assets.core.design_settings import OptimiserSettings
 from codon_assets.core.proteins import ProteinRecord, read_proteins
 from codon_assets.core.surrogate import SurrogateModel
 from codon_assets.core.tsv import InputError
-from codon_assets.ingest import OWNERS
 from codon_assets.metadata import markdown_table, table_metadata
-from codon_assets.partitions import host_partitions
+from codon_assets.partitions import OWNERS, host_partitions
 from resources.inputs import InputFiles
 from resources.mlflow_tracking import MlflowTracking
 

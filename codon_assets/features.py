@@ -7,9 +7,8 @@ import pyarrow.compute as pc
 
 from codon_assets.core.features import extract_features, with_markov_model
 from codon_assets.deployment import evo2_op_tags
-from codon_assets.ingest import OWNERS
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
-from codon_assets.partitions import host_check, host_partitions
+from codon_assets.partitions import OWNERS, host_check, host_partitions
 from resources.evo2 import Evo2Resource
 
 FEATURES = dg.AssetKey("evo2_features")
@@ -63,7 +62,8 @@ class FeatureCheckConfig(dg.Config):
 def evo2_features(context: dg.AssetExecutionContext, config: FeatureCheckConfig, evo2: Evo2Resource,
                   converted_dataset: pa.Table):
     records = converted_dataset.select(SCORED_COLUMNS)
-    scorer, markov_model = evo2.scorer_for(records)
+    markov_model = evo2.fit_markov(records) if evo2.backend == "markov" else None
+    scorer = evo2.scorer(markov_model)
     context.log.info(f"scoring {records.num_rows} records with {scorer.backend} ({scorer.model_version})")
     next_report = [evo2.progress_every]
 

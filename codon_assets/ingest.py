@@ -13,10 +13,8 @@ from codon_assets.core.convert import REASONS, ConversionResult, ConversionSetti
 from codon_assets.core.hosts import get_host, organism_fits_host
 from codon_assets.core.tsv import InputError, LineCounter, read_release_table
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
-from codon_assets.partitions import host_check, host_partitions
+from codon_assets.partitions import OWNERS, host_check, host_partitions
 from resources.inputs import InputFiles
-
-OWNERS = ["team:codon-design"]
 
 RAW_FILES_SCHEMA = pa.schema(
     [("path", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64()), ("rows", pa.int64())]

@@ -1,4 +1,5 @@
-"""Host partitions, built from the host registry, and the checks that belong to one host's partition."""
+"""What every asset shares: its owners, the host partitions (built from the host registry) and the checks
+that belong to one host's partition."""
 
 import warnings
 
@@ -6,6 +7,7 @@ import dagster as dg
 
 from codon_assets.core.hosts import HOSTS
 
+OWNERS = ["team:codon-design"]
 host_partitions = dg.StaticPartitionsDefinition([host.key for host in HOSTS])
 
 

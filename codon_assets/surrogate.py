@@ -13,9 +13,8 @@ from codon_assets.core.features import markov_model_of
 from codon_assets.core.surrogate import TRAINING_COLUMNS, SurrogateModel, training_set
 from codon_assets.core.training import train_surrogate
 from codon_assets.core.tsv import InputError
-from codon_assets.ingest import OWNERS
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
-from codon_assets.partitions import host_partitions
+from codon_assets.partitions import OWNERS, host_partitions
 from resources.inputs import InputFiles
 from resources.mlflow_tracking import MlflowTracking
 

@@ -17,6 +17,9 @@ from resources.evo2.cache import FeatureCache
 from resources.paths import storage_root
 
 
+_WORKERS = os.cpu_count() or 1  # counting and scoring threads of the markov backend
+
+
 @lru_cache(maxsize=2)
 def _load_evo2(model_name: str, local_path: str | None, device: str, batch_size: int, max_context: int):
     """Evo 2 weights are loaded once per process, whatever number of partitions it materializes."""
@@ -84,19 +87,24 @@ class Evo2Resource(dg.ConfigurableResource):
                 max_concurrency=self.nim_max_concurrency,
             )
 
-    def scorer_for(self, records: pa.Table) -> tuple[BatchScorer, MarkovCdsModel | None]:
-        """The batch scorer for a partition; for markov, also the model it trained on the partition."""
+    def fit_markov(self, records: pa.Table) -> MarkovCdsModel:
+        """The partition's own Markov model (the markov backend's model): trained on its CDS with
+        cross-fitting, so no record is scored by counts that include itself."""
+        return MarkovCdsModel.train(
+            records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist(),
+            order=self.markov_order, folds=self.markov_folds, pseudocount=self.markov_pseudocount,
+            workers=_WORKERS,
+        )
+
+    def scorer(self, markov_model: MarkovCdsModel | None = None) -> BatchScorer:
+        """The batch scorer of the configured backend; the markov backend scores with ``markov_model``."""
         if self.backend == "markov":
-            workers = os.cpu_count() or 1
-            model = MarkovCdsModel.train(
-                records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist(),
-                order=self.markov_order, folds=self.markov_folds, pseudocount=self.markov_pseudocount,
-                workers=workers,
-            )
-            return MarkovBatchScorer(model, workers=workers), model
+            if markov_model is None:
+                raise ValueError("the markov backend scores with a Markov model: fit_markov(records) first")
+            return MarkovBatchScorer(markov_model, workers=_WORKERS)
         if self._token_scorer is None:
             raise RuntimeError("Evo2Resource was used outside a Dagster execution; call setup_for_execution")
-        return TokenBatchScorer(self._token_scorer), None
+        return TokenBatchScorer(self._token_scorer)
 
     @property
     def batch_records(self) -> int:
