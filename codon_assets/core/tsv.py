@@ -82,6 +82,7 @@ class ReleaseTable:
 
 
 HEAD_BYTES = 1 << 16  # what is looked at for binary data
+TABLE_FILE = "a tab-separated table file"  # what an input table is expected to be, in refusals
 # What a user's file is when it is not text: its first bytes, and what to do about it.
 _NOT_TEXT: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "gzip-compressed data; decompress it first (gunzip)"),
@@ -217,15 +218,30 @@ def _decode(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray | None
     return pa.chunked_array([pa.array(decoded, pa.string())]), invalid
 
 
-def read_header(path: str | Path) -> tuple[FileScan, list[str]]:
-    """The scan and the column names of an input table, or one clear InputError when the file cannot be
-    this table (not text, empty, no CDS or id column, a repeated column)."""
+def read_header(path: str | Path) -> list[str]:
+    """The column names of an input table, reading only its beginning (a check before work starts; the
+    whole file is read once, by ``read_release_table``), or one clear InputError."""
     path = Path(path)
-    scan = scan_input_file(path, "a tab-separated table file")
-    if not scan.has_text:
+    _refuse_folder(path, TABLE_FILE)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+            _refuse_binary(path, head, TABLE_FILE)
+            while not re.search(rb"[\r\n]", head) and (block := handle.read(1 << 20)):
+                head += block
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    return _header_names(path, re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0], re.search(rb"\S", head) is not None)
+
+
+def _header_names(path: Path, first_line: bytes, has_text: bool) -> list[str]:
+    """The stripped column names of a table's first line, or one clear InputError when the file cannot be
+    this table (empty, not UTF-8, no CDS or id column, a repeated column)."""
+    if not has_text:
         raise InputError(f"{path}: the file is empty")
     try:
-        header = [name.strip() for name in scan.first_line.decode("utf-8").split("\t")]
+        header = [name.strip() for name in first_line.decode("utf-8").split("\t")]
     except UnicodeDecodeError:
         raise InputError(f"{path}: the header is not UTF-8 text; is this a tab-separated table?") from None
     missing = [c for c in (SEQUENCE_COLUMN,) if c not in header]
@@ -240,13 +256,14 @@ def read_header(path: str | Path) -> tuple[FileScan, list[str]]:
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise InputError(f"{path}: the header repeats the column name(s) {', '.join(map(repr, repeated))}")
-    return scan, header
+    return header
 
 
 def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTable:
     """Parse one input file. ``limit`` keeps the first N data lines (malformed ones included)."""
     path = Path(path)
-    scan, header = read_header(path)
+    scan = scan_input_file(path, TABLE_FILE)
+    header = _header_names(path, scan.first_line, scan.has_text)
     try:
         table, malformed = _parse(path, header)
     except pa.ArrowInvalid as exc:
