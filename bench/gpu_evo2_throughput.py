@@ -35,9 +35,19 @@ RESULTS = ROOT / "bench" / "results"
 def evo2_random_weights(name: str, device: str, **overrides) -> tuple[torch.nn.Module, str]:
     """Evo 2's network from the package config, randomly initialised (no checkpoint is loaded).
     ``overrides`` replace config entries (the CPU tests shrink the network with them)."""
+    import importlib.util
     import pkgutil
+    import types
 
     import yaml
+
+    # vortex imports flash-attn's compiled extension unconditionally, though a model built with
+    # use_flash_attn off never calls it. Where flash-attn is not installed, the attention layers run vortex's
+    # own SelfAttention (torch scaled_dot_product_attention, FlashAttention kernels on Hopper) and the
+    # description says so.
+    flash_attn = "flash_attn_2_cuda" in sys.modules or importlib.util.find_spec("flash_attn_2_cuda") is not None
+    if not flash_attn:
+        sys.modules["flash_attn_2_cuda"] = types.ModuleType("flash_attn_2_cuda")
     from evo2.utils import CONFIG_MAP
     from vortex.model.model import StripedHyena
     from vortex.model.utils import dotdict
@@ -47,12 +57,16 @@ def evo2_random_weights(name: str, device: str, **overrides) -> tuple[torch.nn.M
         import transformer_engine  # noqa: F401
     except ImportError:
         config.use_fp8_input_projections = False  # what evo2 itself falls back to for 7b models
+    if not flash_attn:
+        config.use_flash_attn = False
     config.update(overrides)
     with torch.device(device):
         model = StripedHyena(config)
     model.eval()
     params = sum(p.numel() for p in model.parameters())
-    return model, f"{name} architecture from evo2's {CONFIG_MAP[name]}, random weights ({params / 1e9:.2f} B parameters)"
+    attention = "flash-attn" if config.use_flash_attn else "torch SDPA attention (flash-attn not installed)"
+    return model, (f"{name} architecture from evo2's {CONFIG_MAP[name]}, random weights ({params / 1e9:.2f} B "
+                   f"parameters), {attention}")
 
 
 class CausalTransformerStandIn(torch.nn.Module):

@@ -294,7 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if source.is_dir():
         # Every host file found there: all files of one host are one partition input (release aliases in
         # any case, and <host>/*.tsv).
-        from resources import InputFiles
+        from resources.inputs import InputFiles
 
         finder = InputFiles(input_dir=str(source))
         runs = [(host.key, files) for host in HOSTS if (files := finder.files_for(host.key))]

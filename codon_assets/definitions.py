@@ -14,8 +14,9 @@ from codon_assets.jobs import ALL_JOBS
 from codon_assets.schedules import ALL_SCHEDULES
 from codon_assets.sensors import ALL_SENSORS
 from codon_assets.surrogate import enhanced_dataset, surrogate_model, surrogate_model_unified
-from resources import InputFiles, ParquetIOManager
-from resources.evo2 import Evo2Resource
+from resources.inputs import InputFiles
+from resources.io_manager import ParquetIOManager
+from resources.evo2.resource import Evo2Resource
 from resources.mlflow_tracking import MlflowTracking
 from resources.model_store import SurrogateModelIOManager
 from resources.paths import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR

@@ -9,7 +9,7 @@ from codon_assets.core.features import extract_features, with_markov_model
 from codon_assets.deployment import evo2_op_tags
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
 from codon_assets.partitions import OWNERS, host_check, host_partitions
-from resources.evo2 import Evo2Resource
+from resources.evo2.resource import Evo2Resource
 
 FEATURES = dg.AssetKey("evo2_features")
 SCORED_COLUMNS = ["protein_id", "sequence", "seq_sha256"]  # what extract_features reads of a converted record

@@ -8,8 +8,9 @@ import pytest
 from codon_assets.definitions import ALL_ASSETS
 from codon_assets.core.convert import ConversionResult, FileCounts
 from codon_assets.ingest import CONVERTED, conversion_checks
-from resources import InputFiles, ParquetIOManager
-from resources.evo2 import Evo2Resource
+from resources.inputs import InputFiles
+from resources.io_manager import ParquetIOManager
+from resources.evo2.resource import Evo2Resource
 from resources.mlflow_tracking import MlflowTracking
 from resources.model_store import SurrogateModelIOManager
 from codon_assets_tests.conftest import EXAMPLES, write_tsv

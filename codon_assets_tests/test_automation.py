@@ -14,7 +14,7 @@ from codon_assets.definitions import ALL_ASSETS, build_resources, defs
 from codon_assets.schedules import weekly_host_refresh
 from codon_assets.sensors import inbox_sensor, scan_inbox
 from codon_assets_tests.conftest import EXAMPLES
-from resources import InputFiles
+from resources.inputs import InputFiles
 
 
 def test_weekly_schedule_requests_one_run_per_host_with_data():

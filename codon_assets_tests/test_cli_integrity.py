@@ -122,7 +122,7 @@ def test_predict_gives_no_prediction_to_a_record_without_features(instance, dags
     from codon_assets.definitions import ALL_ASSETS
     from codon_assets_tests.nim_standin import NimStandin
     from codon_assets_tests.test_assets import resources_for
-    from resources.evo2 import Evo2Resource
+    from resources.evo2.resource import Evo2Resource
 
     monkeypatch.setenv("NVIDIA_API_KEY", "test-key")
     with NimStandin(api_key="test-key") as nim:

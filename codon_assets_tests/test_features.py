@@ -22,7 +22,7 @@ from codon_assets.core.tsv import read_release_table
 from codon_assets_tests.conftest import EXAMPLES
 from codon_assets.definitions import ALL_ASSETS
 from codon_assets_tests.test_assets import materialize
-from resources.evo2 import Evo2Resource
+from resources.evo2.resource import Evo2Resource
 from resources.evo2.cache import FeatureCache
 
 

@@ -21,7 +21,7 @@ from codon_assets.cli import main
 from codon_assets.definitions import ALL_ASSETS
 from codon_assets_tests.conftest import EXAMPLES
 from codon_assets_tests.test_assets import INGEST_AND_FEATURES, materialize, resources_for
-from resources import ParquetIOManager
+from resources.io_manager import ParquetIOManager
 
 HOST = "P_pastoris"
 CONVERTED = dg.AssetKey("converted_dataset")

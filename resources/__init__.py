@@ -1,7 +1,4 @@
-"""Dagster resources of the platform: where inputs are found and where asset data is kept."""
-
-from resources.inputs import InputFiles
-from resources.io_manager import ParquetIOManager
-from resources.paths import dagster_home, storage_root
-
-__all__ = ["InputFiles", "ParquetIOManager", "dagster_home", "storage_root"]
+"""Dagster resources of the platform: where inputs are found (``resources.inputs``), where asset data is
+kept (``resources.io_manager``, ``resources.model_store``, ``resources.paths``) and the Evo 2 feature
+backends (``resources.evo2``). Nothing is imported here, so the torch backend loads without Dagster (the GPU
+benchmark runs where only torch is installed)."""

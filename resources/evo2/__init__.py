@@ -1,6 +1,3 @@
-"""The Evo2 feature resource: one configuration, three backends (markov on CPU, evo2 on a GPU, nim over
-HTTP), and the feature cache they share."""
-
-from resources.evo2.resource import Evo2Resource
-
-__all__ = ["Evo2Resource"]
+"""The Evo2 feature resource (``resources.evo2.resource``): one configuration, three backends (markov on CPU,
+evo2 on a GPU, nim over HTTP), and the feature cache they share. Nothing is imported here, so
+``resources.evo2.torch_backend`` loads without Dagster."""
