@@ -98,14 +98,18 @@ def _iso(timestamp: float) -> str:
 
 
 def version_history(target: Target) -> list[dict]:
-    """The target's stored versions, newest first, each with the materialization that produced it."""
+    """The target's stored versions, newest first, each with the materialization that produced it.
+
+    Ordered by the materialization's time where this instance recorded it: an object store's modification
+    time has whole seconds, so two runs within one second would otherwise come out in run-id (random) order.
+    A version no run of this instance made is placed by its modification time."""
     import dagster as dg
 
     versions = target.store.versions()
     if not versions:
         raise _error(f"{target.label} has no stored versions in {target.store.folder}: materialize it first")
     current = target.store.current_run()
-    entries = []
+    entries: list[tuple[float, dict]] = []
     with dg.DagsterInstance.get() as instance:
         latest = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=target.key, asset_partitions=[target.partition] if target.partition else None),
@@ -116,14 +120,15 @@ def version_history(target: Target) -> list[dict]:
                      "modified": _iso(version.modified), "bytes": version.bytes,
                      "rows": target.store.rows(version.path)}
             event = _materialization(instance, target, version.run_id)
+            written = version.modified if event is None else event.timestamp
             if event is not None:
                 run = instance.get_run_by_id(version.run_id)
                 entry |= {"run_status": run.status.value if run else "deleted", "materialized_at": _iso(event.timestamp),
                           "data_version": event.asset_materialization.tags.get("dagster/data_version")}
             if entry["current"] and rollback is not None and rollback.value == version.run_id:
                 entry["rolled_back_at"] = _iso(latest[0].timestamp)
-            entries.append(entry)
-    return entries
+            entries.append((written, entry))
+    return [entry for _, entry in sorted(entries, key=lambda pair: pair[0], reverse=True)]
 
 
 def _size(n: float) -> str:

@@ -138,8 +138,13 @@ def test_history_and_rollback_after_a_bad_run(instance, dagster_home, tmp_path, 
     bad = materialize(instance, HOST, inputs, storage)
     assert good.success and bad.success
     current = storage / "converted_dataset" / f"{HOST}.parquet"
-    good_rows = pq.read_table(storage / "converted_dataset" / HOST / f"{good.run_id}.parquet").num_rows
+    good_version = storage / "converted_dataset" / HOST / f"{good.run_id}.parquet"
+    good_rows = pq.read_table(good_version).num_rows
     assert pq.read_table(current).num_rows < good_rows
+    # History orders by the runs, not by the store's clock (an object store keeps whole seconds, so two runs
+    # within a second tie; writers' clocks differ): the older version gets the later modification time.
+    later = (storage / "converted_dataset" / HOST / f"{bad.run_id}.parquet").stat().st_mtime + 5
+    os.utime(good_version, (later, later))
 
     entries = cli_json(capsys, "history", "--asset", "converted_dataset", "--host", HOST)
     assert [e["run_id"] for e in entries] == [bad.run_id, good.run_id]
