@@ -8,12 +8,20 @@ host's bundled real sample in examples/data where there is one, else (hosts with
 synonymous choice biased by the host's typical third-position GC. A few percent of rows are deliberately
 bad, spread over every reject kind the converter knows, so a benchmark exercises the reject paths too.
 The same arguments always give the same bytes.
+
+Beside the table goes ``<stem>_measured.tsv``: a SYNTHETIC measured table (nothing in it was measured; its
+value column is named ``synthetic_level_not_measured``), so the surrogate stage, which trains on measured
+labels only, has labels for every good row. Each value is a hidden function of the row's CDS (how often it
+uses the host's preferred codons, its GC3 and its length) plus noise, so a model that reads the sequence
+can learn it and cross-validation measures something. The noise has its own random stream: the table's
+bytes are the same with or without the labels.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +53,50 @@ LOCATIONS = (
     "SUBCELLULAR LOCATION: Cytoplasm. Note=Associated with the ribosome.",
     "",
 )
-# Every reject kind except malformed rows, which are written as a row with a missing field.
-BAD_KINDS = tuple(REASONS)
+# Every reason a release TSV row can have (malformed rows are written with a missing field; a pseudogene is only
+# marked in a CDS FASTA header).
+BAD_KINDS = tuple(reason for reason in REASONS if reason != "pseudogene")
 CHUNK_ROWS = 20_000
+# The hidden function of the synthetic labels (log10 level = LABEL_MEAN + LABEL_SD * score, score a weighted
+# sum of z-scored sequence traits plus unit noise): codon adaptiveness dominates, as in real expression data.
+LABEL_MEAN, LABEL_SD = 1.5, 0.5
+LABEL_WEIGHTS = {"adaptiveness": 1.0, "gc3": 0.3, "log_length": -0.4, "noise": 0.6}
+MEASURED_HEADER = "protein_id\tsynthetic_level_not_measured\n"
+
+
+def measured_path(output: Path) -> Path:
+    """Where ``generate`` writes the synthetic measured table of ``output``: ``<stem>_measured.tsv``."""
+    return output.with_name(f"{output.stem}_measured.tsv")
+
+
+def synthetic_traits(codons: np.ndarray, bounds: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Per record (codon indices ``codons``, record j being codons[bounds[j]:bounds[j + 1]]): mean log
+    relative adaptiveness of its codons under the host's usage ``weights``, GC3 and log length."""
+    w = np.empty(64)
+    for codons_of_aa in _synonyms().values():
+        w[codons_of_aa] = weights[codons_of_aa] / weights[codons_of_aa].max()
+    lengths = np.diff(bounds)
+    gc3 = np.array([c[2] in "GC" for c in CODONS], dtype=np.float64)
+    return {"adaptiveness": np.add.reduceat(np.log(w)[codons], bounds[:-1]) / lengths,
+            "gc3": np.add.reduceat(gc3[codons], bounds[:-1]) / lengths,
+            "log_length": np.log(lengths)}
+
+
+def _synonyms() -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, codon in enumerate(CODONS):
+        out.setdefault(CODON_TO_AA[codon], []).append(i)
+    return out
+
+
+def synthetic_log10_level(traits: dict[str, np.ndarray], noise: np.ndarray,
+                          reference: dict[str, tuple[float, float]]) -> np.ndarray:
+    """The hidden function: LABEL_MEAN + LABEL_SD * (sum of weighted z-scored traits + weighted noise);
+    ``reference`` holds each trait's (mean, sd) so that every chunk is scaled alike."""
+    score = LABEL_WEIGHTS["noise"] * noise
+    for name, (mean, sd) in reference.items():
+        score = score + LABEL_WEIGHTS[name] * (traits[name] - mean) / sd
+    return LABEL_MEAN + LABEL_SD * score
 
 
 def host_codon_weights(host: Host) -> np.ndarray:
@@ -79,42 +128,76 @@ def codon_sampler(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[lis
     return cumulative, aa_p / aa_p.sum(), by_aa
 
 
-def generate(host_key: str, rows: int, output: Path, seed: int = 0, bad_fraction: float = 0.03) -> dict[str, int]:
-    """Write the table; returns how many rows of each bad kind were planted."""
+PILOT_RECORDS = 4_000  # records drawn (from their own stream) to scale the synthetic labels' traits
+
+
+class _Sampler:
+    """Draws proteins and their codons from the host's usage: lengths, amino acids, codons per residue."""
+
+    def __init__(self, weights: np.ndarray):
+        self.cumulative, self.aa_p, by_aa = codon_sampler(weights)
+        self.lookup = np.full((len(by_aa), self.cumulative.shape[1]), 0, dtype=np.int64)
+        for a, codons in enumerate(by_aa):
+            self.lookup[a, : len(codons)] = codons
+            self.lookup[a, len(codons):] = codons[-1]
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(amino-acid indices, codon indices, bounds): record j is [bounds[j], bounds[j + 1]); each starts
+        with Met."""
+        lengths = np.clip(rng.lognormal(5.8, 0.6, n).astype(np.int64), 30, 5000)
+        total = int(lengths.sum())
+        aa_idx = rng.choice(len(self.aa_p), size=total, p=self.aa_p)
+        pick = (rng.random(total)[:, None] > self.cumulative[aa_idx]).sum(axis=1)
+        codons = self.lookup[aa_idx, pick]
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        codons[bounds[:-1]] = CODONS.index("ATG")
+        aa_idx[bounds[:-1]] = sorted(AA_COMPOSITION).index("M")
+        return aa_idx, codons, bounds
+
+
+def label_reference(sampler: _Sampler, weights: np.ndarray, seed: int) -> dict[str, tuple[float, float]]:
+    """(mean, sd) of each trait over PILOT_RECORDS records from their own stream: the same scaling for every
+    table size, so the hidden function depends on the host and seed only."""
+    _, codons, bounds = sampler.draw(np.random.default_rng([seed, 2]), PILOT_RECORDS)
+    return {k: (float(v.mean()), float(v.std()) or 1.0) for k, v in synthetic_traits(codons, bounds, weights).items()}
+
+
+def generate(host_key: str, rows: int, output: Path, seed: int = 0, bad_fraction: float = 0.03,
+             measured: bool = True) -> dict[str, int]:
+    """Write the table (and, with ``measured``, its synthetic measured table at ``measured_path``);
+    returns how many rows of each bad kind were planted."""
     host = get_host(host_key)
     rng = np.random.default_rng(seed)
-    cumulative, aa_p, by_aa = codon_sampler(host_codon_weights(host))
+    label_rng = np.random.default_rng([seed, 1])  # its own stream: the table's bytes do not depend on it
+    weights = host_codon_weights(host)
+    sampler = _Sampler(weights)
+    reference = label_reference(sampler, weights, seed) if measured else {}
     codon_bytes = np.frombuffer("".join(CODONS).encode(), dtype=np.uint8).reshape(64, 3)
     aa_letters = np.frombuffer("".join(sorted(AA_COMPOSITION)).encode(), dtype=np.uint8)
-    codon_lookup = np.full((len(by_aa), cumulative.shape[1]), 0, dtype=np.int64)
-    for a, codons in enumerate(by_aa):
-        codon_lookup[a, : len(codons)] = codons
-        codon_lookup[a, len(codons):] = codons[-1]
     stops = [i for i, c in enumerate(CODONS) if STANDARD_TABLE[i] == "*"]
-    atg = CODONS.index("ATG")
 
     kinds = rng.choice(len(BAD_KINDS) + 1, size=rows,
                        p=[1 - bad_fraction] + [bad_fraction / len(BAD_KINDS)] * len(BAD_KINDS))
     planted = {kind: int((kinds == k + 1).sum()) for k, kind in enumerate(BAD_KINDS)}
     organism = host.species[0] if host.species else host.display_name
     previous_cds, previous_aa = "ATGTAA", "M"
-    with open(output, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as out:
+    with ExitStack() as files:
+        out = files.enter_context(open(output, "w", encoding="utf-8", errors="surrogateescape", newline="\n"))
         out.write("\t".join(RELEASE_COLUMNS) + "\n")
+        labels = files.enter_context(open(measured_path(output), "w", encoding="utf-8", newline="\n")) if measured else None
+        if labels:
+            labels.write(MEASURED_HEADER)
         for start in range(0, rows, CHUNK_ROWS):
             n = min(CHUNK_ROWS, rows - start)
-            lengths = np.clip(rng.lognormal(5.8, 0.6, n).astype(np.int64), 30, 5000)
-            total = int(lengths.sum())
-            aa_idx = rng.choice(len(aa_p), size=total, p=aa_p)
-            pick = (rng.random(total)[:, None] > cumulative[aa_idx]).sum(axis=1)
-            codons = codon_lookup[aa_idx, pick]
-            bounds = np.concatenate([[0], np.cumsum(lengths)])
-            codons[bounds[:-1]] = atg  # every protein starts with Met
-            aa_idx[bounds[:-1]] = sorted(AA_COMPOSITION).index("M")
+            aa_idx, codons, bounds = sampler.draw(rng, n)
             cds_all = codon_bytes[codons].tobytes().decode()
             aa_all = aa_letters[aa_idx].tobytes().decode()
             stop_choice = rng.choice(stops, size=n)
             reviewed = rng.random(n) < 0.3
             location = rng.integers(0, len(LOCATIONS), n)
+            if labels:
+                noise = label_rng.standard_normal(n)
+                level = synthetic_log10_level(synthetic_traits(codons, bounds, weights), noise, reference)
             for j in range(n):
                 i = start + j
                 cds = cds_all[3 * bounds[j] : 3 * bounds[j + 1]] + CODONS[stop_choice[j]]
@@ -130,6 +213,8 @@ def generate(host_key: str, rows: int, output: Path, seed: int = 0, bad_fraction
                 out.write("\t".join(fields) + "\n")
                 if kind is None:
                     previous_cds, previous_aa = cds, protein
+                    if labels:  # good rows only: a rejected row has no record to label
+                        labels.write(f"{entry}\t{10 ** level[j]:.6g}\n")
     return planted
 
 
@@ -175,9 +260,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bad-fraction", type=float, default=0.03)
+    parser.add_argument("--no-measured", action="store_true", help="do not write the synthetic measured table")
     args = parser.parse_args()
-    planted = generate(args.host, args.rows, args.output, args.seed, args.bad_fraction)
+    planted = generate(args.host, args.rows, args.output, args.seed, args.bad_fraction, measured=not args.no_measured)
     print(f"wrote {args.rows} rows to {args.output}; planted bad rows: {planted}")
+    if not args.no_measured:
+        print(f"synthetic (not measured) labels for the good rows: {measured_path(args.output)}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
     python bench/run.py --sizes 1000 10000 52000 [--repeats 3]
 
-Tables come from bench/generate.py (deterministic, cached under bench/results/data/). Each measurement
+Tables come from bench/generate.py (deterministic, cached under bench/results/data/), each with its
+SYNTHETIC measured table beside it (``<stem>_measured.tsv``: values from a hidden function of the sequence,
+not measurements), which the enhance, train and graph stages take as the measured labels (training uses
+measured labels only). Each measurement
 runs in a fresh Python process, so its peak RSS is that stage's alone. Results are printed as a table and
 written to bench/results/bench-<timestamp>.json (git-ignored).
 """
@@ -73,11 +76,11 @@ def featured(path: Path) -> tuple[pa.Table, pa.Table]:
 
 def stage_enhance(path: Path) -> tuple[int, float]:
     """Library call: join records and features by id and enhance (what `enhanced_dataset` does)."""
-    from codon_assets.surrogate import build_enhanced
+    from codon_assets.core.enhance import build_enhanced
 
     valid, features = featured(path)
     started = time.perf_counter()
-    table, _ = build_enhanced(valid, features, "model_enhanced", None, None)
+    table, _ = build_enhanced(valid, features, "model_enhanced", synthetic_measured(path), None)
     return table.num_rows, time.perf_counter() - started
 
 
@@ -87,15 +90,25 @@ def stage_train(path: Path) -> tuple[int, float]:
     import numpy as np
 
     from codon_assets.core.surrogate import cross_validate, fit_surrogate, training_set
-    from codon_assets.surrogate import build_enhanced
+    from codon_assets.core.enhance import build_enhanced
 
     valid, features = featured(path)
-    enhanced, _ = build_enhanced(valid, features, "model_enhanced", None, None)
+    enhanced, _ = build_enhanced(valid, features, "model_enhanced", synthetic_measured(path), None)
     started = time.perf_counter()
     data = training_set(enhanced)
     cross_validate(data, "markov")
     fit_surrogate(data, np.arange(len(data.target)), "markov")
     return len(data.target), time.perf_counter() - started
+
+
+def synthetic_measured(path: Path) -> Path:
+    """The generated table's synthetic measured table (bench/generate.py), the labels of every good row."""
+    from bench.generate import measured_path
+
+    labels = measured_path(path)
+    if not labels.exists():
+        raise FileNotFoundError(f"{labels}: no synthetic measured table; delete {path} to generate both again")
+    return labels
 
 
 def stage_graph(path: Path) -> tuple[int, float]:
@@ -107,12 +120,20 @@ def stage_graph(path: Path) -> tuple[int, float]:
         # A fresh instance with its own MLflow store (DAGSTER_HOME/mlflow), whatever the caller's environment.
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "DAGSTER_HOME": home}
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "codon_assets.cli", "run", "--input", str(path), "--host", HOST,
-                        "--output-dir", str(Path(home) / "out"), "--train-surrogate"],
-                       check=True, env=env, cwd=ROOT, capture_output=True)
+        done = subprocess.run([sys.executable, "-m", "codon_assets.cli", "run", "--input", str(path), "--host", HOST,
+                               "--output-dir", str(Path(home) / "out"), "--train-surrogate",
+                               "--measured", str(synthetic_measured(path))],
+                              env=env, cwd=ROOT, capture_output=True, text=True)
         seconds = time.perf_counter() - started
+        if done.returncode:
+            raise RuntimeError(f"the graph failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
         results = json.loads((Path(home) / "out" / "pipeline_results.json").read_text())
+    # Each step's own seconds (as the run recorded them), beside the whole command's.
+    GRAPH_STEPS.update({name: step["seconds"] for name, step in results["steps"].items() if step.get("seconds")})
     return results["steps"]["convert"]["rows_read"], seconds
+
+
+GRAPH_STEPS: dict[str, float] = {}  # filled by stage_graph: seconds per step of the last graph run
 
 
 def stage_baseline_convert(path: Path) -> tuple[int, float]:
@@ -168,19 +189,21 @@ def measure(stage: str, path: Path) -> dict:
     code = (
         "import json, resource, sys; sys.path.insert(0, %r); import bench.run as b; "
         "n, s = b.STAGES[%r](b.Path(%r)); "
-        "print(json.dumps({'seconds': s, 'records': n, "
+        "print(json.dumps({'seconds': s, 'records': n, 'steps': b.GRAPH_STEPS, "
         "'peak_rss_mib': max(resource.getrusage(who).ru_maxrss for who in "
         "(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024}))"
     ) % (str(ROOT), stage, str(path))
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"stage {stage} failed on {path.name} (exit {out.returncode}):\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def dataset(rows: int, results: Path = RESULTS) -> Path:
-    from bench.generate import generate
+    from bench.generate import generate, measured_path
 
     path = results / "data" / f"{HOST}_{rows}.tsv"
-    if not path.exists():
+    if not path.exists() or not measured_path(path).exists():  # tables cached before the labels existed too
         path.parent.mkdir(parents=True, exist_ok=True)
         generate(HOST, rows, path)
     return path
@@ -212,9 +235,15 @@ def main(argv: list[str] | None = None) -> Path:
                 "records_per_s_best": records / min(seconds), "records_per_s_median": records / statistics.median(seconds),
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
             })
+            if runs[0].get("steps"):  # the graph: median seconds of each of its steps
+                rows[-1]["step_seconds_median"] = {name: statistics.median(r["steps"].get(name, 0.0) for r in runs)
+                                                   for name in runs[0]["steps"]}
             r = rows[-1]
             print(f"{stage:>10} {size:>8} rows  {r['seconds_min']:8.3f} s min  {r['seconds_median']:8.3f} s median  "
                   f"{r['records_per_s_median']:>10,.0f} rec/s median  {r['peak_rss_mib']:8.0f} MiB peak", flush=True)
+            if "step_seconds_median" in r:
+                print(" " * 11 + "steps (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["step_seconds_median"].items()),
+                      flush=True)
     by_key = {(r["stage"], r["size"]): r for r in rows}
     for (stage, size), row in by_key.items():
         baseline = by_key.get((BASELINE_OF.get(stage), size))

@@ -54,6 +54,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from codon_assets.settings import environment
+
 PROFILES = ("local", "docker", "k8s")
 # The op tag that sends a step to the GPU container (docker) or GPU pod (k8s), and its value.
 GPU_STEP_TAG = "codon_assets/compute"
@@ -75,7 +77,7 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if environ is None else environ
+    return environment() if environ is None else environ
 
 
 def _flag(value: str | None, default: bool) -> bool:

@@ -5,7 +5,9 @@ at position i are ``HIGH`` for the byte token of ``NEXT[base_i]`` and 0 for ever
 (a context-1 chain A->C->G->T->A). Requests can be scripted, per sequence or globally, to fail in the
 ways a real endpoint does, or in hostile ways (trickling a body byte by byte, echoing the request headers,
 answering 202 forever). Every request is recorded (method, path, headers, JSON body). Stopping the server
-ends trickling replies and shuts down every open connection, so no handler outlives a test.
+ends trickling replies and shuts down every open connection, so no handler outlives a test. A served model
+version may be set (``model_version``): every 200 reply then names it, in an ``X-Model-Version`` header or as
+a ``"model_version"`` body field (``model_version_in``); by default none is sent, as NVIDIA documents none.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class NimStandin:
     layout: str = "L1V"  # "L1V" (documented [seq_len, batch, vocab]) | "1LV" | "LV"
     vocab: int = 512
     latency: Callable[[str], float] | None = None  # per-sequence delay before answering
+    model_version: str | None = None  # named in every 200 reply when set (may be changed while serving)
+    model_version_in: str = "header"  # "header" (X-Model-Version) | "body" (JSON field "model_version")
     requests: list[Recorded] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -184,7 +188,10 @@ class NimStandin:
         return buf.getvalue()
 
     def _ok_body(self, sequence: str, **kw) -> bytes:
-        return json.dumps({"data": base64.b64encode(self._npz(sequence, **kw)).decode(), "elapsed_ms": 1}).encode()
+        payload = {"data": base64.b64encode(self._npz(sequence, **kw)).decode(), "elapsed_ms": 1}
+        if self.model_version is not None and self.model_version_in == "body":
+            payload["model_version"] = self.model_version
+        return json.dumps(payload).encode()
 
 
 def _make_handler(nim: NimStandin) -> type[BaseHTTPRequestHandler]:
@@ -216,6 +223,8 @@ def _make_handler(nim: NimStandin) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
+                if status == 200 and nim.model_version is not None and nim.model_version_in == "header":
+                    self.send_header("X-Model-Version", nim.model_version)
                 self.end_headers()
                 if byte_delay_s <= 0:
                     self.wfile.write(body)

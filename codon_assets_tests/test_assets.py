@@ -5,24 +5,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codon_assets.definitions import ALL_ASSETS
+from codon_assets.definitions import defs
 from codon_assets.core.convert import ConversionResult, FileCounts
-from codon_assets.ingest import CONVERTED, conversion_checks
+from codon_assets.defs.ingest.assets import CONVERTED, conversion_checks
 from resources.inputs import InputFiles
 from resources.io_manager import ParquetIOManager
 from resources.evo2.resource import Evo2Resource
 from resources.mlflow_tracking import MlflowTracking
-from resources.model_store import SurrogateModelIOManager
+from resources.model_store import ModelIOManager
 from codon_assets_tests.conftest import EXAMPLES, write_tsv
 
 
-INGEST_AND_FEATURES = ["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features"]
+INGEST_AND_FEATURES = ["raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features"]
 
 
 def materialize(instance, host, input_dir, storage, run_config=None, selection=None, evo2=None):
     """Materialize a host partition on a temporary instance (ingest and features unless told otherwise)."""
     return dg.materialize(
-        ALL_ASSETS,
+        list(defs.assets),
         partition_key=host,
         instance=instance,
         resources=resources_for(input_dir, storage, evo2),
@@ -37,7 +37,7 @@ def resources_for(input_dir, storage, evo2=None):
     return {
         "input_files": InputFiles(input_dir=str(input_dir)),
         "io_manager": ParquetIOManager(base_dir=str(storage)),
-        "model_io_manager": SurrogateModelIOManager(base_dir=str(storage)),
+        "model_io_manager": ModelIOManager(base_dir=str(storage)),
         "evo2": evo2 or Evo2Resource(cache_dir=str(storage / "feature_cache")),
         "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}",
                                           artifact_root=str(storage / "mlartifacts")),

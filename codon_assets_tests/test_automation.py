@@ -10,9 +10,10 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
-from codon_assets.definitions import ALL_ASSETS, build_resources, defs
-from codon_assets.schedules import weekly_host_refresh
-from codon_assets.sensors import inbox_sensor, scan_inbox
+from codon_assets.definitions import defs
+from codon_assets.defs.resources import build_resources
+from codon_assets.defs.automation.schedules import weekly_host_refresh
+from codon_assets.defs.automation.sensors import inbox_sensor, scan_inbox
 from codon_assets_tests.conftest import EXAMPLES
 from resources.inputs import InputFiles
 
@@ -83,15 +84,15 @@ def test_sensor_run_request_executes_with_the_inbox_file(inbox, instance, tmp_pa
     request = run_sensor().run_requests[0]
     resources = build_resources()
     resources["input_files"] = InputFiles(input_dir=str(tmp_path / "elsewhere"))
-    result = dg.materialize(ALL_ASSETS, selection=["raw_tsv"], partition_key=request.partition_key,
+    result = dg.materialize(list(defs.assets), selection=["raw_tsv"], partition_key=request.partition_key,
                             instance=instance, resources=resources, run_config=request.run_config)
     materialization = result.get_asset_materialization_events()[0].step_materialization_data.materialization
     assert str(inbox / "Pic.tsv") in materialization.metadata["files"].value
 
 
 def report_upstream(instance, host, features_check_passed=True):
-    """Runless events for a host's converted dataset and features, with their blocking checks."""
-    checks = {"converted_dataset": ["rows_accounted_for", "unique_protein_id"],
+    """Runless events for a host's converted dataset, Markov model and features, with their blocking checks."""
+    checks = {"converted_dataset": ["rows_accounted_for", "unique_protein_id"], "markov_model": [],
               "evo2_features": ["one_row_per_record", "values_in_range"]}
     for asset, names in checks.items():
         instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=host))

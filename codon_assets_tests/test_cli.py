@@ -176,3 +176,31 @@ def test_large_inputs_run_each_step_in_its_own_process(dagster_home, tmp_path):
         assert run.run_config["execution"]["config"] == {"multiprocess": {"max_concurrent": 1}}
         workers = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED)
         assert len(workers) >= 3  # one process per step
+
+
+def test_version_and_help_for_every_option(capsys):
+    import argparse
+    from importlib.metadata import version
+
+    from codon_assets.cli import build_parser
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0 and capsys.readouterr().out.strip() == f"codon-assets {version('codon-assets')}"
+    parser = build_parser()
+    assert "examples:" in parser.format_help()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in {"": parser, **commands}.items():
+        for action in command._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help, (name, action.option_strings)
+
+
+def test_a_terminal_shows_step_progress_and_a_pipe_does_not(dagster_home, tmp_path, capsys, monkeypatch):
+    args = ["run", "--input", str(EXAMPLES / "Pic.tsv"), "--limit", "60"]
+    assert main([*args, "--output-dir", str(tmp_path / "pipe")]) == 0
+    assert "step/s" not in capsys.readouterr().err  # not a terminal: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([*args, "--output-dir", str(tmp_path / "tty")]) == 0
+    err = capsys.readouterr().err
+    assert "/4 [" in err and "step" in err  # tqdm's n/total [elapsed<remaining, rate]

@@ -64,9 +64,10 @@ RUN_LABEL = "codon-assets.test-run"
 PROJECT_PREFIX = "codon-ci-"
 PARTITION = "P_pastoris"
 INPUTS = {"input/Pic.tsv": ROOT / "examples" / "data" / "Pic.tsv",
+          "input/Pic_measured.tsv": ROOT / "examples" / "data" / "Pic_measured.tsv",
           "proteins/P_pastoris.fasta": ROOT / "examples" / "proteins" / "P_pastoris.fasta"}
-# host_graph_job's selection (codon_assets/jobs.py): every partitioned asset of one host.
-HOST_GRAPH = ["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features", "enhanced_dataset",
+# host_graph_job's selection (codon_assets/defs/automation/jobs.py): every partitioned asset of one host.
+HOST_GRAPH = ["raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features", "enhanced_dataset",
               "surrogate_model", "codon_designs"]
 SERVICES = ["postgres", "mlflow", "user_code", "webserver", "daemon"]
 DEPLOYMENTS = [d.strip() for d in os.environ.get("CODON_COMPOSE_TEST_DEPLOYMENTS", "local").split(",") if d.strip()]
@@ -369,7 +370,8 @@ def check_step_containers(stack: Stack, user_image: str, evo2_image: str) -> Non
     for container in containers:
         env = dict(item.split("=", 1) for item in container["Config"]["Env"])
         by_step[env.get("DAGSTER_RUN_STEP_KEY")] = container
-    steps = {"raw_tsv", "converted_dataset", "evo2_features", "enhanced_dataset", "surrogate_model", "codon_designs"}
+    steps = {"raw_tsv", "converted_dataset", "markov_model", "evo2_features", "enhanced_dataset", "surrogate_model",
+             "codon_designs"}
     assert steps <= set(by_step), sorted(map(str, by_step))
     for step, container in by_step.items():
         assert container["Config"]["Cmd"][:3] == ["dagster", "api", "execute_step"], step

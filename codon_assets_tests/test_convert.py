@@ -170,3 +170,19 @@ def test_bundled_examples_convert(host):
     result = convert_files([read_release_table(EXAMPLES / name)], get_host(host), ConversionSettings())
     assert result.valid.num_rows > 0 and result.rejects.num_rows > 0
     assert result.valid.num_rows + result.rejects.num_rows == result.rows_read
+
+
+def test_reasons_a_reader_found_survive_chunking(tmp_path):
+    """A CDS FASTA record marked [pseudo=true] is rejected with that reason wherever chunks are cut."""
+    path = tmp_path / "cds.fna"
+    records = []
+    for i in range(9):
+        pseudo = " [pseudo=true]" if i % 3 == 1 else ""
+        records.append(f">lcl|NC_1.1_cds_NP_{i}.1_{i + 1} [locus_tag=b{i}]{pseudo} [protein_id=NP_{i}.1] [gbkey=CDS]\n"
+                       f"ATG{'GCC' * (20 + i)}TAA\n")
+    path.write_text("".join(records))
+    whole = Converter(get_host("E_coli"), chunk_rows=100).convert(read_release_table(path))
+    chunked = Converter(get_host("E_coli"), chunk_rows=2, workers=2).convert(read_release_table(path))
+    assert whole.valid.equals(chunked.valid) and whole.rejects.equals(chunked.rejects)
+    assert reasons_by_row(chunked) == {2: ["pseudogene"], 5: ["pseudogene"], 8: ["pseudogene"]}
+    assert chunked.valid.num_rows == 6 and chunked.files[0].data_lines == 9

@@ -1,14 +1,21 @@
 """The code location loads, and its asset graph is the one the docs describe (a snapshot)."""
 
+import json
+from datetime import timedelta
 import subprocess
 import sys
+from pathlib import Path
 
+import dagster as dg
+import pytest
 import yaml
 
+from codon_assets.asset_specs import ASSET_STAMPS, OWNERS, stamp
 from codon_assets.definitions import defs
 from codon_assets_tests.conftest import ROOT
 
 EXPECTED_ASSETS = ["codon_designs", "converted_dataset", "converted_rejects", "enhanced_dataset", "evo2_features",
+                   "markov_model",
                    "raw_tsv", "surrogate_model", "surrogate_model_unified"]
 EXPECTED_CHECKS = [
     "converted_dataset:organism_fits_host",
@@ -20,7 +27,7 @@ EXPECTED_CHECKS = [
     "evo2_features:values_in_range",
 ]
 GROUPS = {"raw_tsv": "ingest", "converted_dataset": "ingest", "converted_rejects": "ingest",
-          "evo2_features": "features", "enhanced_dataset": "model", "surrogate_model": "model",
+          "evo2_features": "features", "markov_model": "features", "enhanced_dataset": "model", "surrogate_model": "model",
           "surrogate_model_unified": "model", "codon_designs": "design"}
 
 
@@ -45,10 +52,11 @@ def test_lineage_edges():
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
     assert parents == {"raw_tsv": [], "converted_dataset": ["raw_tsv"], "converted_rejects": ["raw_tsv"],
-                       "evo2_features": ["converted_dataset"],
+                       "markov_model": ["converted_dataset"],
+                       "evo2_features": ["converted_dataset", "markov_model"],
                        "enhanced_dataset": ["converted_dataset", "evo2_features"],
-                       "surrogate_model": ["enhanced_dataset", "evo2_features"],
-                       "surrogate_model_unified": ["enhanced_dataset", "evo2_features"],
+                       "surrogate_model": ["enhanced_dataset", "markov_model"],
+                       "surrogate_model_unified": ["enhanced_dataset", "markov_model"],
                        "codon_designs": ["surrogate_model"]}
 
 
@@ -106,3 +114,38 @@ def test_definitions_load_under_each_profile():
         executors[profile] = out.stdout.strip().splitlines()[-1]
     assert executors == {"local": "['multi_or_in_process_executor']", "docker": "['gpu_routed_docker_executor']",
                          "k8s": "['k8s']"}
+
+
+def _dg(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """Dagster's project CLI, as a developer runs it from the checkout (in the project's environment)."""
+    import os
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "VIRTUAL_ENV": str(bin_dir.parent),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(bin_dir / "dg"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_dg_check_and_list_defs(tmp_path):
+    """The layout is a dg project: `dg check defs` loads it, `dg list defs` lists the autoloaded definitions."""
+    checked = _dg(tmp_path, "check", "defs")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = _dg(tmp_path, "list", "defs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)
+    assert sorted(a["asset_key"] for a in found["assets"]) == EXPECTED_ASSETS
+    assert {j["name"] for j in found["jobs"]} >= {"ingest_job", "host_graph_job", "unified_model_job"}
+    assert [s["name"] for s in found["schedules"]] == ["weekly_host_refresh"]
+    assert "inbox_sensor" in {s["name"] for s in found["sensors"]}  # beside Dagster's own automation sensor
+
+
+def test_every_asset_carries_its_stamp_and_an_unstamped_asset_is_an_error():
+    for spec in defs.resolve_all_asset_specs():
+        entry = ASSET_STAMPS[spec.key.to_user_string()]
+        assert (spec.group_name, spec.code_version, set(spec.kinds), list(spec.owners)) == (
+            entry.group, entry.code_version, set(entry.kinds), OWNERS)
+        # Fresh as the weekly schedule keeps it.
+        assert spec.freshness_policy.fail_window.to_timedelta() == timedelta(days=8), spec.key
+    with pytest.raises(KeyError, match="no entry in codon_assets.asset_specs.ASSET_STAMPS"):
+        stamp(dg.AssetSpec("an_asset_nobody_stamped"))

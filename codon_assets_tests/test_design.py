@@ -24,7 +24,7 @@ from codon_assets.core.proteins import read_proteins
 from codon_assets.core.sequence_stats import codon_counts
 from codon_assets.core.surrogate import fit_surrogate, training_set
 from codon_assets.core.tsv import InputError, read_release_table
-from codon_assets.surrogate import build_enhanced
+from codon_assets.core.enhance import build_enhanced
 from codon_assets_tests.conftest import EXAMPLES, ROOT
 
 PROTEINS = ROOT / "examples" / "proteins"
@@ -240,13 +240,14 @@ def test_design_command_and_asset_end_to_end(dagster_home, tmp_path):
     import dagster as dg
 
     from codon_assets.cli import main
-    from codon_assets.definitions import ALL_ASSETS, build_resources
+    from codon_assets.definitions import defs
+    from codon_assets.defs.resources import build_resources
     from codon_assets_tests.conftest import EXAMPLES as DATA
 
     resources = build_resources()
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize(ALL_ASSETS, partition_key="P_pastoris", instance=instance, resources=resources,
-                                selection=["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features",
+        result = dg.materialize(list(defs.assets), partition_key="P_pastoris", instance=instance, resources=resources,
+                                selection=["raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features",
                                            "enhanced_dataset", "surrogate_model", "codon_designs"],
                                 run_config={"ops": {"codon_designs": {"config": {"steps": 8, "group": 8}}}})
     assert result.success

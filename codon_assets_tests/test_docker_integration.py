@@ -381,7 +381,7 @@ def step_events(instance, run_id: str, step_key: str):
     return [e for e in instance.all_logs(run_id) if e.step_key == step_key and e.dagster_event is not None]
 
 
-HOST_GRAPH_STEPS = {"raw_tsv", "converted_dataset", "evo2_features", "enhanced_dataset", "surrogate_model",
+HOST_GRAPH_STEPS = {"raw_tsv", "converted_dataset", "markov_model", "evo2_features", "enhanced_dataset", "surrogate_model",
                     "codon_designs"}
 
 
@@ -532,7 +532,7 @@ def test_a_scheduled_host_graph_run_routes_each_step_to_its_container(docker_pro
                                "dagster_event_type = 'ASSET_MATERIALIZATION'", (run_id,))
                 materialized = {(json.loads(key)[0], partition) for key, partition in cursor.fetchall()}
             assert materialized == {(name, PARTITION) for name in (
-                "raw_tsv", "converted_dataset", "converted_rejects", "evo2_features", "enhanced_dataset",
+                "raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features", "enhanced_dataset",
                 "surrogate_model", "codon_designs")}
             features = instance.get_latest_materialization_event(dg.AssetKey("evo2_features"))
             assert features.run_id == run_id and features.asset_materialization.metadata["backend"].value == "markov"

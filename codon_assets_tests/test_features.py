@@ -13,17 +13,16 @@ from codon_assets.core.features import (
     MarkovBatchScorer,
     TokenBatchScorer,
     extract_features,
-    markov_model_of,
-    with_markov_model,
 )
 from codon_assets.core.hosts import get_host
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.tsv import read_release_table
 from codon_assets_tests.conftest import EXAMPLES
-from codon_assets.definitions import ALL_ASSETS
+from codon_assets.definitions import defs
 from codon_assets_tests.test_assets import materialize
 from resources.evo2.resource import Evo2Resource
 from resources.evo2.cache import FeatureCache
+from resources.model_store import load_model
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +123,6 @@ def test_token_backend_errors_mark_records_without_dropping_them(records, tmp_pa
     assert cached.num_rows == 6
 
 
-def test_markov_model_travels_with_the_table(records):
-    scorer = markov_scorer(records)
-    table, _ = extract_features(records, scorer)
-    restored = markov_model_of(with_markov_model(table, scorer.model))
-    assert restored.version == scorer.model_version
-
-
 def features_of(storage, host):
     return pq.read_table(storage / "evo2_features" / f"{host}.parquet")
 
@@ -146,7 +138,9 @@ def test_asset_markov_is_identical_across_runs(instance, tmp_path):
     assert a.drop_columns(["processing_time_ms"]).equals(b.drop_columns(["processing_time_ms"]))
     converted = pq.read_table(tmp_path / "a" / "converted_dataset" / "P_pastoris.parquet")
     assert a.num_rows == converted.num_rows
-    assert markov_model_of(a) is not None
+    # The host's Markov model is an asset value of its own, in the model store, the one that scored the records.
+    stored = load_model(tmp_path / "a" / "markov_model" / "P_pastoris" / (tmp_path / "a" / "markov_model" / "P_pastoris" / "CURRENT").read_text())
+    assert set(a["model_version"].to_pylist()) == {stored.version}
     materialization = instance.get_latest_materialization_event(dg.AssetKey("evo2_features")).asset_materialization
     assert materialization.metadata["backend"].value == "markov"
     assert materialization.metadata["success"].value == a.num_rows
@@ -175,7 +169,6 @@ def test_asset_evo2_backend_with_a_stand_in_model(instance, tmp_path, monkeypatc
     table = features_of(tmp_path / "s", "P_pastoris")
     assert set(table["backend"].to_pylist()) == {"evo2"} and set(table["status"].to_pylist()) == {"success"}
     assert np.allclose(table["perplexity"].to_numpy(), 4.0) and np.allclose(table["avg_confidence"].to_numpy(), 0.25)
-    assert markov_model_of(table) is None
 
 
 def test_asset_fails_above_the_error_rate(instance, tmp_path, monkeypatch):
@@ -229,8 +222,8 @@ def test_nim_key_leaks_nowhere(instance, dagster_home, tmp_path, monkeypatch):
         resources = resources_for(EXAMPLES, tmp_path / "s")
         resources["evo2"] = Evo2Resource(backend="nim", nim_base_url=nim.url, nim_api_key_env="CODON_TEST_NIM_KEY",
                                          requests_per_minute=100_000, cache_dir=str(tmp_path / "s" / "cache"))
-        result = dg.materialize(ALL_ASSETS, partition_key="P_pastoris", instance=instance, resources=resources,
-                                selection=["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features",
+        result = dg.materialize(list(defs.assets), partition_key="P_pastoris", instance=instance, resources=resources,
+                                selection=["raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features",
                                            "enhanced_dataset", "surrogate_model"])
         assert result.success
     searched = 0

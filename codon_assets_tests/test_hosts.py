@@ -1,7 +1,7 @@
 import pytest
 
 from codon_assets.core.hosts import HOSTS, get_host, host_for_filename, organism_binomials, organism_fits_host
-from codon_assets.partitions import host_partitions
+from codon_assets.asset_specs import host_partitions
 
 
 def test_partitions_come_from_the_registry():

@@ -1,7 +1,7 @@
 """Integrity of input reading (issue: quotes in free text, stray bytes, physical line accounting, line
 endings, files that are not text): every physical line is a record, a blank line or a counted reject."""
 
-import gzip
+import bz2
 
 import pytest
 
@@ -74,7 +74,7 @@ def test_a_stray_byte_in_an_id_or_sequence_rejects_that_row_only(tmp_path):
 
 
 @pytest.mark.parametrize("compress, message", [
-    (gzip.compress, "gzip-compressed"),
+    (bz2.compress, "bzip2"),  # gzip is read (by content): tests in test_input_formats.py
     (lambda data: b"PK\x03\x04" + data, "ZIP archive"),
     (lambda data: data.decode().encode("utf-16"), "UTF-16"),
 ])
@@ -127,7 +127,7 @@ def test_a_quote_in_a_measured_tsv_swallows_no_line(tmp_path):
 
 
 def test_a_failed_export_leaves_no_temporary_file_and_the_old_file(tmp_path):
-    from codon_assets.core.export import write_jsonl
+    from codon_assets.cli.export import write_jsonl
 
     target = tmp_path / "out.jsonl"
     target.write_text("old\n")

@@ -30,26 +30,31 @@ pytestmark = pytest.mark.integration
 
 HOSTS = ["E_coli", "Human", "Mouse", "S_cerevisiae", "P_pastoris"]
 HOSTS_WITH_DATA = ["S_cerevisiae", "P_pastoris"]
-PARTITIONED = ["raw_tsv", "converted_dataset", "converted_rejects", "evo2_features", "enhanced_dataset",
+PARTITIONED = ["raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features", "enhanced_dataset",
                "surrogate_model", "codon_designs"]
 UNIFIED = "surrogate_model_unified"
 ALL_ASSETS = PARTITIONED + [UNIFIED]
 # The code version each asset's definition declares (a materialization records the one it ran).
 CODE_VERSIONS = {spec.key.to_user_string(): spec.code_version for spec in defs.resolve_all_asset_specs()}
 GROUPS = {"raw_tsv": "ingest", "converted_dataset": "ingest", "converted_rejects": "ingest",
-          "evo2_features": "features", "enhanced_dataset": "model", "surrogate_model": "model", UNIFIED: "model",
+          "markov_model": "features", "evo2_features": "features", "enhanced_dataset": "model", "surrogate_model": "model",
+          UNIFIED: "model",
           "codon_designs": "design"}
 # asset -> the assets it reads (dependencyKeys)
 UPSTREAM = {
     "raw_tsv": set(),
     "converted_dataset": {"raw_tsv"},
     "converted_rejects": {"raw_tsv"},
-    "evo2_features": {"converted_dataset"},
+    "markov_model": {"converted_dataset"},
+    "evo2_features": {"converted_dataset", "markov_model"},
     "enhanced_dataset": {"converted_dataset", "evo2_features"},
-    "surrogate_model": {"enhanced_dataset", "evo2_features"},
-    UNIFIED: {"enhanced_dataset", "evo2_features"},
+    "surrogate_model": {"enhanced_dataset", "markov_model"},
+    UNIFIED: {"enhanced_dataset", "markov_model"},
     "codon_designs": {"surrogate_model"},
 }
+# Edges that read every host's partition (a host without measurements learns from the others): their input
+# data version covers all of them, not the same host's alone.
+ALL_HOSTS_EDGES = {("surrogate_model", "enhanced_dataset")}
 CHECKS = {
     "converted_dataset": {"rows_accounted_for": True, "unique_protein_id": True, "reject_rate": False,
                           "organism_fits_host": False},
@@ -365,9 +370,9 @@ def test_backfill_materializes_every_partitioned_asset_for_the_hosts_with_data(l
         assert meta["registered_model"] == f"codon-surrogate-{host}"
         assert meta["model_uri"].startswith(f"models:/codon-surrogate-{host}/")
         assert meta["mlflow_tracking_uri"].endswith(str(live.home / "mlflow" / "mlflow.db"))
-    # Sac_measured.tsv sits beside Sac.tsv; Pichia has no measured table.
+    # Sac_measured.tsv and Pic_measured.tsv sit beside Sac.tsv and Pic.tsv: both hosts learn from measurements.
     assert metadata(models["S_cerevisiae"])["label_source"] == "measured"
-    assert metadata(models["P_pastoris"])["label_source"] == "enhanced_estimate"
+    assert metadata(models["P_pastoris"])["label_source"] == "measured"
     # Each host's designs were made against that host's surrogate from the same backfill.
     designs = latest_by_partition(asset_state(live, "codon_designs", HOSTS_WITH_DATA)["assetMaterializations"])
     for host, event in designs.items():
@@ -409,7 +414,8 @@ def test_lineage_each_materialization_records_the_upstream_partition_it_read(liv
                         if k.startswith("dagster/input_data_version/")}
             assert set(recorded) == UPSTREAM[name], (name, host, recorded)
             for up, value in recorded.items():
-                assert value == hashlib.sha256(versions[up][host].encode()).hexdigest(), (up, name, host)
+                if (name, up) not in ALL_HOSTS_EDGES:
+                    assert value == hashlib.sha256(versions[up][host].encode()).hexdigest(), (up, name, host)
                 edges += 1
     assert edges == 2 * sum(len(UPSTREAM[n]) for n in PARTITIONED)
 
@@ -423,7 +429,7 @@ def test_lineage_each_materialization_records_the_upstream_partition_it_read(liv
         assert run_tags["dagster.run_id"] == event["runId"]
         assert run_tags["dagster.asset_key"] == "surrogate_model" and run_tags["dagster.partition"] == host
         assert run_tags["dagster.upstream.enhanced_dataset.data_version"] == versions["enhanced_dataset"][host]
-        assert run_tags["dagster.upstream.evo2_features.data_version"] == versions["evo2_features"][host]
+        assert run_tags["dagster.upstream.markov_model.data_version"] == versions["markov_model"][host]
 
 
 def test_unified_surrogate_materializes_from_every_backfilled_host(live, backfill):
@@ -444,10 +450,10 @@ def test_unified_surrogate_materializes_from_every_backfilled_host(live, backfil
     assert tags(event)["dagster/data_version"] == state["dataVersion"]
     assert meta["registered_model"] == "codon-surrogate-unified"
     assert meta["model_uri"].startswith("models:/codon-surrogate-unified/")
-    # One label scale for all hosts: Pichia has no measured table, so every host's enhanced estimate.
-    assert meta["label_source"] == "enhanced_estimate"
+    # Measured labels only, from every host that has them; none is transferred here.
+    assert meta["label_source"] == "measured" and meta["source_hosts"] == ["P_pastoris", "S_cerevisiae"]
     assert {k for k in tags(event) if k.startswith("dagster/input_data_version/")} == {
-        "dagster/input_data_version/enhanced_dataset", "dagster/input_data_version/evo2_features"}
+        "dagster/input_data_version/enhanced_dataset", "dagster/input_data_version/markov_model"}
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from codon_assets.core.convert import ConversionSettings, convert_files
 from codon_assets.core.genetic_code import CODON_TO_AA, CODONS
 from codon_assets.core.hosts import get_host
-from codon_assets.core.markov import MarkovCdsModel, fold_of
+from codon_assets.core import markov
+from codon_assets.core.markov import MAX_ORDER, MarkovCdsModel, fold_of
 from codon_assets.core.sequence_stats import codon_counts
 from codon_assets.core.tsv import read_release_table
 from codon_assets_tests.conftest import EXAMPLES
@@ -68,6 +69,65 @@ def test_matches_the_reference_definition():
     new = random_cds(rng, 25)
     expected = reference_logprobs(train, new, 3, 2.0)
     assert model.score_stats(pa.array([new]), [sha(new)])["avg_loglik"][0] == pytest.approx(expected.mean())
+
+
+def training_set(rng: random.Random) -> list[str]:
+    """Random CDS, half of them from four codons only so that even order-8 contexts recur, plus records
+    shorter than the highest order (every position near a CDS start)."""
+    few = ["GCT", "GAA", "AAG", "CTG"]
+    train = [random_cds(rng, rng.randint(5, 40)) for _ in range(12)]
+    train += ["ATG" + "".join(rng.choice(few) for _ in range(rng.randint(5, 40))) + "TAA" for _ in range(12)]
+    return train + ["ATG", "ATGTAA", "ATGGCTTAA"]
+
+
+@pytest.mark.parametrize("order", range(MAX_ORDER + 1))
+def test_every_allowed_order_matches_the_reference_base_by_base(order, monkeypatch):
+    """Per-base log-probabilities and probabilities equal the plain-Python definition at every order the
+    model accepts (orders 7 and 8 once overflowed 16-bit context indices and scored wrong bases)."""
+    seen = []
+
+    def capture(logprobs, lengths, probs=None):
+        seen.append((np.array(logprobs), None if probs is None else np.array(probs)))
+        return logprob_stats(logprobs, lengths, probs)
+
+    logprob_stats = markov.logprob_stats
+    monkeypatch.setattr(markov, "logprob_stats", capture)
+    rng = random.Random(100 + order)
+    train = training_set(rng)
+    shas = [sha(s) for s in train]
+    folds, pseudocount = 3, 0.5
+    model = MarkovCdsModel.train(pa.array(train), shas, order=order, folds=folds, pseudocount=pseudocount)
+    fold = fold_of(shas, folds)
+    few = ["GCT", "GAA", "AAG", "CTG"]
+    unseen = [random_cds(rng, 30), "ATG" + "".join(rng.choice(few) for _ in range(30)) + "TAA", "GCA"]
+    cases = [(s, h, [t for t, f in zip(train, fold) if f != fold[r]]) for r, (s, h) in enumerate(zip(train, shas))]
+    cases += [(s, sha(s), train) for s in unseen]  # outside the training set: every fold's counts
+    for seq, seq_sha, counted_from in cases:
+        seen.clear()
+        stats = model.score_stats(pa.array([seq]), [seq_sha])
+        expected = reference_logprobs(counted_from, seq, order, pseudocount)
+        (logp, p), = seen
+        np.testing.assert_allclose(logp, expected, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(p, np.exp(expected), rtol=1e-12, atol=0)
+        assert stats["avg_loglik"][0] == pytest.approx(expected.mean(), rel=1e-12)
+        assert stats["scored_bases"][0] == len(seq)
+
+
+@pytest.mark.parametrize("order", range(MAX_ORDER + 1))
+@pytest.mark.parametrize("bad", ["ATGNNNTAA", "ATGgctTAA", "ATGRYKTAA"])
+def test_every_allowed_order_rejects_letters_other_than_acgt(order, bad):
+    good = ["ATGGCTGAATAA", "ATGAAGCTGTAA"]
+    with pytest.raises(ValueError, match="A/C/G/T"):
+        MarkovCdsModel.train(pa.array(good + [bad]), [sha(s) for s in good + [bad]], order=order, folds=2)
+    model = MarkovCdsModel.train(pa.array(good), [sha(s) for s in good], order=order, folds=2)
+    with pytest.raises(ValueError, match="A/C/G/T"):
+        model.score_stats(pa.array([bad]), [sha(bad)])
+
+
+@pytest.mark.parametrize("order", [-1, MAX_ORDER + 1])
+def test_orders_outside_the_allowed_range_are_refused(order):
+    with pytest.raises(ValueError, match=f"between 0 and {MAX_ORDER}"):
+        MarkovCdsModel.train(pa.array(["ATGTAA"]), [sha("ATGTAA")], order=order)
 
 
 def test_no_record_is_scored_by_its_own_counts():

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codon_assets.core.convert import ConversionSettings, convert_files
-from codon_assets.core.export import converted_records
+from codon_assets.cli.export import converted_records
 from codon_assets.core.hosts import get_host
 from codon_assets.core.tsv import RELEASE_COLUMNS, InputError, read_release_table
 from codon_assets_tests.conftest import EXAMPLES, ROOT

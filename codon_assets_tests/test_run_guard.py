@@ -1,4 +1,4 @@
-"""codon_assets.run_guard: a killed run gives its `gpu` slot back, a waiting run names the slot's holder,
+"""codon_assets.cli.run_guard: a killed run gives its `gpu` slot back, a waiting run names the slot's holder,
 SIGINT/SIGTERM stop an in-process run, and one host partition runs in one process at a time."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from codon_assets import run_guard
+from codon_assets.cli import run_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def gpu_run_config(seconds: float) -> dict:
 DRIVER = """
 import contextlib, sys
 import dagster as dg
-from codon_assets import run_guard
+from codon_assets.cli import run_guard
 from codon_assets_tests.test_run_guard import gpu_job, gpu_run_config
 
 seconds, mode = float(sys.argv[1]), sys.argv[2]
@@ -57,7 +57,7 @@ print("run ended", result.success, flush=True)
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
-from codon_assets.run_guard import partition_lock
+from codon_assets.cli.run_guard import partition_lock
 
 release = Path(sys.argv[2])
 with partition_lock(Path(sys.argv[1]), "S_cerevisiae", "holder run"):

@@ -18,7 +18,7 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from codon_assets.cli import main
-from codon_assets.definitions import ALL_ASSETS
+from codon_assets.definitions import defs
 from codon_assets_tests.conftest import EXAMPLES
 from codon_assets_tests.test_assets import INGEST_AND_FEATURES, materialize, resources_for
 from resources.io_manager import ParquetIOManager
@@ -164,7 +164,7 @@ def test_history_and_rollback_after_a_bad_run(instance, dagster_home, tmp_path, 
     assert metadata["rolled_back_to_run"].value == good.run_id and metadata["rolled_back_from_run"].value == bad.run_id
     assert metadata["path"].value == entries[1]["path"]
     assert latest.asset_materialization.tags["dagster/data_version"] == entries[1]["data_version"]
-    stale = get_stale_status_resolver(instance, ALL_ASSETS)
+    stale = get_stale_status_resolver(instance, list(defs.assets))
     assert stale.get_status(dg.AssetKey("evo2_features"), HOST) == StaleStatus.STALE
     causes = stale.get_stale_root_causes(dg.AssetKey("evo2_features"), HOST)
     assert any(c.asset_key == CONVERTED for c in causes)
@@ -199,7 +199,7 @@ def test_rollback_to_a_pruned_version_says_so(instance, dagster_home, capsys):
     storage = dagster_home / "codon_assets"
     selection = ["raw_tsv", "converted_dataset", "converted_rejects"]
     manager = ParquetIOManager(base_dir=str(storage), keep_versions=1)
-    runs = [dg.materialize(ALL_ASSETS, partition_key=HOST, instance=instance, selection=selection, run_config=limited(n),
+    runs = [dg.materialize(list(defs.assets), partition_key=HOST, instance=instance, selection=selection, run_config=limited(n),
                            resources=resources_for(EXAMPLES, storage) | {"io_manager": manager}).run_id
             for n in (30, 40)]
     assert main(["rollback", "--asset", "converted_dataset", "--host", HOST, "--run", runs[0]]) == 1
@@ -249,7 +249,7 @@ def test_versions_history_and_rollback_on_s3(instance, dagster_home, s3_bucket, 
     manager = ParquetIOManager(base_dir=url)
 
     def run(config: dict, selection: list[str] = INGEST_AND_FEATURES) -> dg.ExecuteInProcessResult:
-        result = dg.materialize(ALL_ASSETS, partition_key=HOST, instance=instance, selection=selection,
+        result = dg.materialize(list(defs.assets), partition_key=HOST, instance=instance, selection=selection,
                                 run_config=config, resources=resources_for(EXAMPLES, tmp_path) | {"io_manager": manager})
         assert result.success
         return result

@@ -16,16 +16,13 @@ from codon_assets.core.hosts import get_host
 from codon_assets.core.labels import join_measured, read_measured
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.sequence_stats import codon_counts
-from codon_assets.core.surrogate import (
-    _fit_builders,
-    cross_validate,
-    cv_rows,
-    grouped_folds,
-    training_set,
-)
+from codon_assets.core.calibration import calibration_splits, sigma_calibration, sigma_from_spread
+from codon_assets.core.surrogate import _fit_builders, cross_validate, cv_rows, grouped_folds, training_set
 from codon_assets.core.surrogate_features import EVO2_COLUMNS, FeatureBuilder, rare_codon_runs, sequence_features
+from codon_assets.core.training import train_surrogate
 from codon_assets.core.tsv import read_release_table
-from codon_assets.surrogate import build_enhanced
+from codon_assets.core.enhance import build_enhanced
+from codon_assets.asset_specs import ASSET_STAMPS
 from codon_assets_tests.conftest import EXAMPLES, ROOT
 
 
@@ -219,19 +216,55 @@ def test_surrogate_beats_trivial_and_codon_baselines_on_real_yeast(yeast):
     assert metrics["surrogate"]["spearman"] >= metrics["baseline_cai"]["spearman"]
 
 
+def test_training_reports_coverage_of_calibrated_sigma_on_held_out_yeast_records(yeast):
+    converted, features = yeast
+    enhanced, _ = build_enhanced(converted, features, "model_enhanced", EXAMPLES / "Sac_measured.tsv", None)
+    result = train_surrogate(enhanced, {})
+    oof, metrics, model = result.out_of_fold, result.metrics["surrogate"], result.model
+    y, mu, sigma, fold = result.held_out, oof["mu"], oof["sigma"], oof["fold"]
+    spread, floor = np.abs(oof["hi"] - mu), oof["sigma_floor"]
+    assert np.all(sigma > 0) and np.all(floor > 0)
+    # Every record's sigma is scaled by the factor fitted on the other (grouped) folds' records only.
+    protein = np.array(result.data.protein.to_pylist())[oof["rows"]]
+    for k, (calibrate, evaluate) in enumerate(calibration_splits(fold)):
+        assert not set(protein[calibrate]) & set(protein[evaluate])
+        scale = sigma_calibration(y[calibrate], mu[calibrate], spread[calibrate], floor[calibrate])
+        assert metrics["sigma_scale_fold_min"] <= scale <= metrics["sigma_scale_fold_max"]
+        assert np.allclose(sigma[evaluate], sigma_from_spread(spread[evaluate], scale, floor[evaluate]))
+    # The reported coverage is that of the cross-fitted sigma; the refitted model gets the factor fitted on
+    # every out-of-fold record.
+    assert metrics["coverage_1sigma"] == np.mean(np.abs(y - mu) <= sigma)
+    assert metrics["coverage_2sigma"] == np.mean(np.abs(y - mu) <= 2 * sigma)
+    assert 0.6 < metrics["coverage_1sigma"] < 0.77 and metrics["coverage_2sigma"] > metrics["coverage_1sigma"]
+    assert model.sigma_scale == metrics["sigma_scale"] == sigma_calibration(y, mu, spread, floor)
+    assert metrics["coverage_1sigma_uncalibrated"] < metrics["coverage_1sigma"]  # quantile boosters under-cover
+    assert 0 <= metrics["quantile_crossing_rate"] < 0.5 and metrics["sigma_floor"] == model.sigma_floor > 0
+    assert model.metrics["cv_coverage_2sigma"] == metrics["coverage_2sigma"]
+    curve = result.reliability
+    assert len(curve["nominal"]) == len(curve["observed"]) and np.all(np.diff(curve["observed"]) >= 0)
+    assert result.reliability_plot("m").startswith(b"\x89PNG")
+    # The refitted model's predictions (what predict and the designs use) are > 0 too.
+    data = result.data
+    assert np.all(model.predict(data.sequences, data.evo2, data.host)[1] > 0)
+
+
 def test_surrogate_asset_tracks_lineage_in_mlflow(instance, tmp_path):
     """enhanced_dataset -> surrogate_model on a temporary instance and a temporary sqlite MLflow store."""
     import dagster as dg
     import mlflow
 
-    from codon_assets.definitions import ALL_ASSETS
+    from codon_assets.definitions import defs
     from codon_assets_tests.test_assets import resources_for
 
     resources = resources_for(EXAMPLES, tmp_path / "s")
-    result = dg.materialize(ALL_ASSETS, partition_key="S_cerevisiae", instance=instance, resources=resources)
+    result = dg.materialize(list(defs.assets), partition_key="S_cerevisiae", instance=instance, resources=resources)
     assert result.success
     meta = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
             for e in result.get_asset_materialization_events()}
+    # Every column of every stored table is described in the UI's column schema.
+    for name, values in meta.items():
+        if "dagster/column_schema" in values:
+            assert all(c.description for c in values["dagster/column_schema"].schema.columns), name
     enhanced = meta["enhanced_dataset"]
     assert enhanced["measured_records"].value > 700 and 0 < enhanced["percent_enhanced"].value <= 100
     assert enhanced["measured_labels"].value["value_column"] == "mrna_fpkm"
@@ -239,6 +272,9 @@ def test_surrogate_asset_tracks_lineage_in_mlflow(instance, tmp_path):
     assert model["registered_model"].value == "codon-surrogate-S_cerevisiae" and model["registered_version"].value == 1
     assert model["label_source"].value == "measured" and model["cv_spearman"].value > 0.45
     assert model["mlflow_run_url"].value.endswith(model["mlflow_run_id"].value)
+    # The figures MLflow keeps are in the materialization too (calibration, importance, predicted vs measured).
+    assert {"plot_reliability", "plot_predicted_vs_label", "plot_feature_importances"} <= set(model)
+    assert model["plot_reliability"].value.startswith("![reliability](data:image/png;base64,iVBOR")
 
     mlflow.set_tracking_uri(resources["mlflow_tracking"].uri())
     client = mlflow.MlflowClient()
@@ -246,7 +282,7 @@ def test_surrogate_asset_tracks_lineage_in_mlflow(instance, tmp_path):
     assert run.data.tags["dagster.run_id"] == result.run_id
     assert run.data.tags["dagster.partition"] == "S_cerevisiae"
     assert run.data.tags["dagster.asset_key"] == "surrogate_model"
-    assert run.data.tags["dagster.code_version"] == "2"
+    assert run.data.tags["dagster.code_version"] == ASSET_STAMPS["surrogate_model"].code_version
     assert run.data.tags["dagster.upstream.enhanced_dataset.data_version"]
     assert run.data.params["label_source"] == "measured"
     assert run.data.metrics["surrogate.spearman"] == pytest.approx(model["cv_spearman"].value, abs=1e-4)
@@ -254,16 +290,17 @@ def test_surrogate_asset_tracks_lineage_in_mlflow(instance, tmp_path):
     inputs = run.inputs.dataset_inputs
     assert len(inputs) == 1 and inputs[0].dataset.digest and inputs[0].dataset.name == "codon-surrogate-S_cerevisiae-training"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {"plots/predicted_vs_label.png", "plots/feature_importances.png", "plots/label_distribution.png"}
+    assert artifacts == {"plots/predicted_vs_label.png", "plots/feature_importances.png", "plots/label_distribution.png",
+                         "plots/reliability.png"}
     version = client.get_model_version("codon-surrogate-S_cerevisiae", "1")
     assert result.run_id in version.description and version.run_id == run.info.run_id
     # The served model's environment pins what loading it imports, at the versions trained with.
     requirements = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/surrogate/requirements.txt"))
     pins = dict(line.split("==") for line in requirements.read_text().split() if "==" in line)
-    assert pins["lightgbm"] == lgb.__version__ and pins["codon-assets"] and pins["numpy"] == np.__version__
+    assert pins["lightgbm"] == lgb.__version__ and "codon-assets" not in pins and pins["numpy"] == np.__version__
 
     # A second materialization is a second run and a new registered version.
-    again = dg.materialize(ALL_ASSETS, partition_key="S_cerevisiae", instance=instance, resources=resources,
+    again = dg.materialize(list(defs.assets), partition_key="S_cerevisiae", instance=instance, resources=resources,
                            selection=["surrogate_model"])
     assert again.success
     assert {str(v.version) for v in client.search_model_versions("name = 'codon-surrogate-S_cerevisiae'")} == {"1", "2"}

@@ -1,4 +1,5 @@
-"""The input resource: which TSV files feed each host partition."""
+"""The input resource: which input files (TSV, CSV, Parquet or CDS FASTA, optionally gzip-compressed) feed
+each host partition."""
 
 from __future__ import annotations
 
@@ -6,16 +7,22 @@ from pathlib import Path
 
 import dagster as dg
 
-from codon_assets.core.hosts import get_host
-from resources.paths import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR
+from codon_assets.core.hosts import get_host, host_for_filename, input_suffix
+from codon_assets.core.tsv import InputError
+from codon_assets.settings import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR
 
 
 class InputFiles(dg.ConfigurableResource):
     """Finds a host's input tables in ``input_dir``.
 
-    A host reads its release alias (``Ec.tsv``, ``Human.tsv``, ``mouse.tsv``, ``Sac.tsv``, ``Pic.tsv``;
-    case-insensitive) and every ``<input_dir>/<host>/*.tsv``. ``files`` pins explicit files for a host
-    instead (the command line uses it to run one file).
+    A host reads one release file named for it (case-insensitive): its release alias with any input ending
+    (``Sac.tsv``, ``Sac.tsv.gz``, ``Sac.csv``, ``Sac.parquet``, ``Sac.fa``/``.fasta``/``.fna``, each also
+    ``.gz``), or an Ensembl CDS file of one of its species (``Saccharomyces_cerevisiae.R64-1-1.cds.all.fa.gz``);
+    two such files for one host are an error naming both. It also reads every input file in
+    ``<input_dir>/<host>/`` (all of them, in name order: NCBI's ``*_cds_from_genomic.fna.gz`` names no
+    species, so it goes there); two of them that differ only in their ending (``b1.tsv``, ``b1.tsv.gz``)
+    are an error naming both. The content, not the name, decides how a file is read. ``files`` pins
+    explicit files for a host instead (the command line uses it to run one file).
     """
 
     input_dir: str = str(DEFAULT_INPUT_DIR)
@@ -29,21 +36,42 @@ class InputFiles(dg.ConfigurableResource):
     proteins: dict[str, str] = {}
 
     def files_for(self, host_key: str) -> list[Path]:
+        """The host's input files, or InputError when two files are the same input (named in the message)."""
         if host_key in self.files:
             return [Path(p).resolve() for p in self.files[host_key]]
         host = get_host(host_key)
         root = Path(self.input_dir)
         if not root.is_dir():
             return []
-        aliases = {alias.lower() for alias in host.file_aliases}
-        found = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower() in aliases]
+        found = [p for p in sorted(root.iterdir())
+                 if p.is_file() and (match := host_for_filename(p.name)) is not None and match.key == host.key]
+        if len(found) > 1:
+            raise InputError(f"{root}: {len(found)} input files for host {host.key}: "
+                             f"{', '.join(p.name for p in found)}; keep one")
         host_dir = root / host.key
         if host_dir.is_dir():
-            found += sorted(p for p in host_dir.glob("*.tsv") if p.is_file())
+            batch = sorted(p for p in host_dir.iterdir()
+                           if p.is_file() and not p.name.startswith(".") and input_suffix(p.name))
+            by_stem: dict[str, list[Path]] = {}
+            for p in batch:
+                by_stem.setdefault(p.name.lower().removesuffix(input_suffix(p.name) or ""), []).append(p)
+            copies = [names for names in by_stem.values() if len(names) > 1]
+            if copies:
+                raise InputError(f"{host_dir}: the same input twice for host {host.key}: "
+                                 f"{', '.join(p.name for p in copies[0])}; keep one")
+            found += batch
         return [p.resolve() for p in found]
 
     def hosts_with_data(self, host_keys: list[str]) -> list[str]:
-        return [key for key in host_keys if self.files_for(key)]
+        """Hosts with input files; a host whose files are in conflict counts, so that its run reports it."""
+        with_data = []
+        for key in host_keys:
+            try:
+                if self.files_for(key):
+                    with_data.append(key)
+            except InputError:
+                with_data.append(key)
+        return with_data
 
     def measured_for(self, host_key: str) -> Path | None:
         if host_key in self.measured:

@@ -28,7 +28,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resources.paths import asset_store
+from codon_assets.settings import asset_store
 
 if TYPE_CHECKING:
     from upath import UPath

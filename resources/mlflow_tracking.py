@@ -7,48 +7,31 @@ store is sqlite inside DAGSTER_HOME, so the embedded instance needs no server; a
 
 from __future__ import annotations
 
-import os
+import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from resources.paths import dagster_home
+from codon_assets.settings import dagster_home, mlflow_ui_url
+from resources.mlflow_pyfunc import (  # noqa: F401  (PYFUNC_CODE, pyfunc_signature: importable from here too)
+    PYFUNC_CODE,
+    log_surrogate_pyfunc,
+    pinned_requirements,
+    pyfunc_signature,
+)
 
 if TYPE_CHECKING:
     from codon_assets.core.training import TrainingResult
 
 EXPERIMENT = "codon-surrogate"
 DESIGN_EXPERIMENT = "codon-designs"
-# The pyfunc wrapper is logged as code (MLflow "models from code"), not as a pickled object.
-PYFUNC_CODE = Path(__file__).with_name("surrogate_pyfunc.py")
 
-
-def pinned_requirements(*distributions: str) -> list[str]:
-    """``name==installed version`` for each distribution. Logged models name their requirements
-    explicitly: MLflow's inference would import the model in a subprocess per logged model (~1 s each)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in distributions]
-
-
-# What loading each logged model imports.
+# What loading each logged booster imports. The pyfunc's requirements and code come from its imports
+# (resources/mlflow_pyfunc.py): it packs the codon_assets modules it needs, no codon-assets distribution.
 BOOSTER_REQUIREMENTS = ("lightgbm", "numpy", "scipy")
-PYFUNC_REQUIREMENTS = ("mlflow", "codon-assets", "lightgbm", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy")
-
-
-def pyfunc_signature():
-    """Input and output columns of the pyfunc wrapper (built on use: importing mlflow is slow)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    from codon_assets.core.surrogate_features import EVO2_COLUMNS
-
-    inputs = [ColSpec("string", name) for name in ("sequence", "seq_sha256", "host")]
-    inputs += [ColSpec("double", name, required=False) for name in EVO2_COLUMNS]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "mu"), ColSpec("double", "sigma")]))
 
 
 @dataclass(frozen=True)
@@ -67,6 +50,7 @@ class LoggedModel:
     run_url: str
     model_name: str
     version: int
+    figures: dict[str, bytes] = field(default_factory=dict)  # the logged plots as PNG, by name
 
     @property
     def model_uri(self) -> str:
@@ -114,7 +98,7 @@ class MlflowTracking(dg.ConfigurableResource):
         return mlflow.create_experiment(experiment, artifact_location=location)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        base = self.ui_url or os.environ.get("CODON_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+        base = self.ui_url or mlflow_ui_url()
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def log_training(self, result: TrainingResult, model_name: str, tags: dict[str, str]) -> LoggedModel:
@@ -133,7 +117,8 @@ class MlflowTracking(dg.ConfigurableResource):
                                  tags=tags) as run:
             work = Path(tmp)
             mlflow.log_params({"alpha_mu": ALPHA_MU, "alpha_hi": ALPHA_HI, "feature_backend": model.backend,
-                               "label_source": data.label_source, "records": len(data.target), "cv_folds": CV_FOLDS,
+                               "label_source": model.label_source, "source_hosts": ",".join(model.source_hosts),
+                               "records": len(data.target), "cv_folds": CV_FOLDS,
                                "cv_records": len(result.held_out), "cv_grouping": "identical protein",
                                "cai_reference": "; ".join(f"{h}: {b.cai_reference}" for h, b in model.builders.items()),
                                **{f"lgb_{k}": v for k, v in LGB_PARAMS.items()}})
@@ -143,21 +128,20 @@ class MlflowTracking(dg.ConfigurableResource):
             frame = training_records_frame(data)
             mlflow.log_input(mlflow.data.from_pandas(frame, name=f"{model_name}-training", targets="target"),
                              context="training")
-            mlflow.log_artifacts(str(result.write_plots(model_name, work / "plots")), artifact_path="plots")
+            plots = result.write_plots(model_name, work / "plots")
+            mlflow.log_artifacts(str(plots), artifact_path="plots")
+            figures = {path.stem: path.read_bytes() for path in sorted(plots.glob("*.png"))}
             booster_requirements = pinned_requirements(*BOOSTER_REQUIREMENTS)
             mlflow.lightgbm.log_model(model.mu, name="lightgbm_mu", pip_requirements=booster_requirements)
             mlflow.lightgbm.log_model(model.hi, name="lightgbm_hi", pip_requirements=booster_requirements)
-            info = mlflow.pyfunc.log_model(name="surrogate", python_model=str(PYFUNC_CODE),
-                                           artifacts={"surrogate": str(model.save(work / "model"))},
-                                           signature=pyfunc_signature(),
-                                           pip_requirements=pinned_requirements(*PYFUNC_REQUIREMENTS),
-                                           registered_model_name=model_name)
+            # The pyfunc packs its code (codon_assets modules) and pins only what that code imports.
+            info = log_surrogate_pyfunc(model, data, work / "pyfunc", model_name)
             version = int(info.registered_model_version)
             mlflow.MlflowClient().update_model_version(
                 model_name, str(version), description=f"Trained by Dagster run {tags.get('dagster.run_id', '')} "
                                                       f"({tags.get('dagster.asset_key', '')}).")
         return LoggedModel(experiment_id, run.info.run_id, self.run_url(experiment_id, run.info.run_id), model_name,
-                           version)
+                           version, figures)
 
     def log_designs(self, designs, summary: dict, params: dict, tags: dict[str, str], run_name: str) -> LoggedRun:
         """One MLflow run for a design batch: its settings, the numeric summary and the designs as TSV."""
@@ -192,4 +176,10 @@ def load_registered(reference: str, tracking: MlflowTracking):
                 raise LookupError(f"no registered model named {name!r} in {tracking.uri()}")
             version = str(max(int(v.version) for v in versions))
         reference = f"models:/{name}/{version}"
-    return mlflow.pyfunc.load_model(reference).unwrap_python_model().model
+    # Loading puts the model's packed code (code/) first on sys.path; this process already runs the
+    # installed codon_assets, which the wrapper uses, so the path is not kept.
+    saved = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(reference).unwrap_python_model().model
+    finally:
+        sys.path[:] = saved

@@ -1,5 +1,5 @@
-"""Codon adaptation indices from codon counts: CAI (Sharp & Li 1987) and tAI (dos Reis et al. 2004); and
-the host's GC window.
+"""Codon adaptation indices from codon counts: CAI (Sharp & Li 1987) and tAI (dos Reis et al. 2004); the
+effective number of codons (ENC, Wright 1990); and the host's GC window.
 
 Both are geometric means of per-codon weights over a CDS's codons. Stop codons and single-codon amino
 acids (Met, Trp) carry no choice, so they are left out of the mean rather than scored as 0; a CDS
@@ -98,3 +98,38 @@ def tai_weights(copies: dict[str, int]) -> np.ndarray:
     positive = w[CHOICE][w[CHOICE] > 0]
     w[CHOICE & (w == 0)] = np.exp(np.log(positive).mean())
     return w
+
+
+# Amino acids with a synonymous choice, by degeneracy class (2-, 3-, 4- and 6-fold in the standard code).
+_FAMILIES = {aa: codons for aa, codons in SYNONYMS.items() if aa != "*" and len(codons) > 1}
+_SINGLE = sum(1 for aa, codons in SYNONYMS.items() if aa != "*" and len(codons) == 1)  # Met, Trp
+ENC_MAX = 61.0  # every sense codon used equally
+
+
+def effective_number_of_codons(counts: np.ndarray) -> np.ndarray:
+    """ENC (Wright 1990) per record from (n, 64) codon counts (one record: (64,)): from 20 (one codon per
+    amino acid) to 61 (no bias).
+
+    Per amino acid with n >= 2 codons observed, homozygosity F = (n * sum p_i^2 - 1) / (n - 1); F is averaged
+    within each degeneracy class k, and ENC = 2 + sum over classes of (amino acids in class) / mean F. A
+    missing 3-fold class (no Ile) takes the mean F of the 2- and 4-fold classes, as Wright proposed; a record
+    missing another class gets NaN. Values above 61 (F below its expectation under equal use) are set to 61.
+    """
+    counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    classes: dict[int, list[np.ndarray]] = {}
+    for codons in _FAMILIES.values():
+        c = counts[:, codons]
+        n = c.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = (n * ((c / n[:, None]) ** 2).sum(axis=1) - 1) / (n - 1)
+        classes.setdefault(len(codons), []).append(np.where(n >= 2, f, np.nan))
+    mean_f = {}
+    for k, values in classes.items():
+        stacked = np.column_stack(values)
+        seen = np.isfinite(stacked).sum(axis=1)
+        mean_f[k] = np.where(seen > 0, np.nansum(stacked, axis=1) / np.maximum(seen, 1), np.nan)
+    if 3 in mean_f and 2 in mean_f and 4 in mean_f:
+        mean_f[3] = np.where(np.isnan(mean_f[3]), (mean_f[2] + mean_f[4]) / 2, mean_f[3])
+    with np.errstate(divide="ignore"):
+        enc = _SINGLE + sum(len(classes[k]) / mean_f[k] for k in classes)
+    return np.minimum(enc, ENC_MAX)  # NaN stays NaN (np.minimum propagates it)

@@ -2,9 +2,16 @@
 
 A row is valid when it names a record, its CDS is pure A/C/G/T in whole codons, starts with one of the
 host's start codons, ends with its only stop codon, translates to the given protein (when one is given)
-and the protein length is within bounds. The first copy of a CDS (and of an id) in a partition is kept;
-later copies are rejected naming the kept id. Checks run column-wise over a whole file at once; only the
-(few) rejected rows are visited one by one, to word their details.
+and the protein length is within bounds. Stops and translation follow the host's genetic code
+(``Host.translation_table``: 11 for bacteria; 12 reads CTG as Ser, for the CTG-clade yeasts). The first
+copy of a CDS (and of an id) in a partition is kept; later copies are rejected naming the kept id. Checks
+run column-wise over a whole file at once; only the (few) rejected rows are visited one by one, to word
+their details.
+
+Every input format arrives as the same release table (``input_formats``). A CDS FASTA record has no given
+protein (``RefSeq_aa`` is empty): it is translated here and goes through every other check, since
+translation_mismatch is the one check that needs a given protein. Reasons a reader already found
+(``ReleaseTable.record_problems``, such as a FASTA header marking a pseudogene) join those the checks find.
 """
 
 from __future__ import annotations
@@ -20,24 +27,24 @@ import pyarrow.compute as pc
 
 from codon_assets.core.expression import metadata_expression_estimate
 from codon_assets.core.genetic_code import (
-    CODON_TO_AA,
     base_codes,
     MET_BYTE,
     STOP_BYTE,
     codon_codes,
+    genetic_code,
     records_of,
     codon_index,
     string_buffers,
-    translate,
 )
 from codon_assets.core.hosts import Host
 from codon_assets.core.tsv import ID_COLUMNS, ReleaseTable
 
 # Reason codes, in the order they are reported.
 REASONS: dict[str, str] = {
-    "malformed_row": "the row has the wrong number of tab-separated fields",
+    "malformed_row": "the row has the wrong number of fields (tab- or comma-separated)",
     "not_utf8": "an id or sequence field holds bytes that are not UTF-8 text",
-    "missing_id": "no Entry, RefSeq_id or Genome_id",
+    "pseudogene": "the CDS FASTA header marks the record as a pseudogene ([pseudo=true])",
+    "missing_id": "no Entry, RefSeq_id or Genome_id (in FASTA: no protein id in the header)",
     "missing_sequence": "empty RefSeq_nn",
     "non_acgt": "the CDS has letters other than A/C/G/T",
     "length_not_multiple_of_3": "the CDS length is not a whole number of codons",
@@ -104,12 +111,14 @@ class FileCounts:
 
     path: str
     sha256: str
-    data_lines: int  # physical lines after the header, counted from the bytes
+    data_lines: int  # physical lines after the header (TSV) or records (CSV, Parquet, FASTA), counted
+    # independently of the rows parsed
     blank_lines: int
     rows_read: int  # data lines that hold a record (valid or rejected)
     valid: int
     rejected: int
     text_replaced_rows: int  # valid or rejected rows whose free text had bytes replaced
+    input_format: str = "tsv"  # as recognised from the content: tsv, csv, parquet or fasta ("+gzip")
 
 
 @dataclass
@@ -195,7 +204,8 @@ class Converter:
         source_rows = release.source_rows.to_numpy()
         slices = [
             (release.table.slice(start, self.chunk_rows), source_rows[start : start + self.chunk_rows],
-             {i - start: names for i, names in release.invalid_text.items() if start <= i < start + self.chunk_rows})
+             {i - start: names for i, names in release.invalid_text.items() if start <= i < start + self.chunk_rows},
+             {i - start: found for i, found in release.record_problems.items() if start <= i < start + self.chunk_rows})
             for start in range(0, release.table.num_rows, self.chunk_rows)
         ]
         tables = []
@@ -218,10 +228,12 @@ class Converter:
         rejects = pa.concat_tables([malformed] + [rejects for _, rejects in tables]).sort_by("source_row")
         valid = pa.concat_tables([CONVERTED_SCHEMA.empty_table()] + [valid for valid, _ in tables])
         counts = FileCounts(release.path, release.sha256, release.data_lines, release.blank_lines,
-                            release.rows_read, valid.num_rows, rejects.num_rows, release.text_replaced_rows)
+                            release.rows_read, valid.num_rows, rejects.num_rows, release.text_replaced_rows,
+                            release.input_format)
         return ConversionResult(valid=valid, rejects=rejects, files=[counts])
 
-    def _check(self, table: pa.Table, source_rows: np.ndarray, invalid_text: dict[int, list[str]]) -> _Checked:
+    def _check(self, table: pa.Table, source_rows: np.ndarray, invalid_text: dict[int, list[str]],
+               problems: dict[int, dict[str, str]] | None = None) -> _Checked:
         n = table.num_rows
         protein_id = _clean(table[ID_COLUMNS[0]])
         for name in ID_COLUMNS[1:]:
@@ -246,14 +258,16 @@ class Converter:
         rows = np.flatnonzero(codable)
         n_codons = seq_len[rows] // 3
         codes = codon_codes(base, offsets[:-1][rows], n_codons)
-        aa = translate(codes)
+        code = genetic_code(self.host.translation_table)  # built once per process, a 64-entry lookup
+        aa = code.translate(codes)
         first = np.cumsum(n_codons) - n_codons
         last = first + n_codons - 1
         start_ok = np.isin(codes[first], [codon_index(c) for c in self.host.start_codons])
-        stop_last = aa[last] == STOP_BYTE
+        stop_last = code.stop[codes[last]]  # a codon some tables read as sense inside may still end the CDS
         # Stops are sparse (about one per record): locate them instead of scanning per record.
         stop_at = np.flatnonzero(aa == STOP_BYTE)
-        stops_before_last = np.bincount(records_of(stop_at, n_codons), minlength=len(rows)) - stop_last
+        stops = np.bincount(records_of(stop_at, n_codons), minlength=len(rows))
+        stops_before_last = stops - (aa[last] == STOP_BYTE)
         aa[first[start_ok]] = MET_BYTE  # an alternative start codon still puts Met first
 
         # The protein is every codon but a terminal stop.
@@ -266,6 +280,7 @@ class Converter:
             pa.py_buffer(aa[keep].tobytes()),
         )
         given = given_protein.take(pa.array(rows, pa.int64()))
+        # The only check that needs a given protein: a row without one (every CDS FASTA record) skips it.
         mismatch = _np_bool(pc.and_(pc.not_equal(given, ""), pc.not_equal(given, translated)))
 
         def scatter(values: np.ndarray) -> np.ndarray:
@@ -285,6 +300,11 @@ class Converter:
         reasons["protein_length_out_of_bounds"] = (length_aa > 0) & (
             (length_aa < s.min_protein_length) | (length_aa > s.max_protein_length)
         )
+        found_details: dict[str, dict[int, str]] = {}
+        for i, found in (problems or {}).items():
+            for code, detail in found.items():
+                reasons.setdefault(code, np.zeros(n, dtype=bool))[i] = True
+                found_details.setdefault(code, {})[i] = detail
         failed = np.zeros(n, dtype=bool)
         for mask in reasons.values():
             failed |= mask
@@ -294,6 +314,8 @@ class Converter:
         checked = _Checked(table, source_rows, protein_id, sequence, translated, given, rows, length_aa, reasons,
                            candidates, seq_sha)
         checked.details["not_utf8"] = {i: "not UTF-8: " + ", ".join(names) for i, names in invalid_text.items()}
+        for code, by_row in found_details.items():
+            checked.details[code].update(by_row)
         return checked
 
     def _deduplicate(self, chunk: _Checked) -> None:
@@ -340,9 +362,10 @@ class Converter:
             details["no_start_codon"][i] = f"starts with {sequence[i].as_py()[:3]}"
         for i in np.flatnonzero(reasons["no_stop_codon"]).tolist():
             details["no_stop_codon"][i] = f"ends with {sequence[i].as_py()[-3:]}"
+        codon_to_aa = genetic_code(self.host.translation_table).codon_to_aa
         for i in np.flatnonzero(reasons["internal_stop"]).tolist():
             cds = sequence[i].as_py()
-            at = next(k for k in range(0, len(cds) - 3, 3) if CODON_TO_AA[cds[k : k + 3]] == "*")
+            at = next(k for k in range(0, len(cds) - 3, 3) if codon_to_aa[cds[k : k + 3]] == "*")
             details["internal_stop"][i] = f"{cds[at:at + 3]} at codon {at // 3 + 1}"
         s = self.settings
         for i in np.flatnonzero(reasons["protein_length_out_of_bounds"]).tolist():

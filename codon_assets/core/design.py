@@ -74,6 +74,7 @@ class DesignRun:
     surrogate_calls: int
     sequences_scored: int
     seconds: float
+    forbidden_motifs: tuple[tuple[str, str], ...] = ()  # (name, IUPAC motif) avoided on both strands
 
 
 @dataclass(frozen=True)
@@ -189,11 +190,14 @@ def design_proteins(
     (records, 64) or summed (64,) codon counts: initial policy, preferred-codon baseline and, when
     ``constraints`` is None, the GC window and preferred stop. ``markov`` scores the eta term (None: the
     surrogate's own Markov model of the host). ``natives`` (CDS by protein id) adds to, and overrides, the
-    records' own native CDS. Deterministic for a given ``settings.seed``."""
+    records' own native CDS. Deterministic for a given ``settings.seed``.
+
+    Forbidden sites: those of ``settings`` (``avoid_motifs`` and ``avoid_enzymes``), added to those of
+    ``constraints``; with ``constraints`` None, those of ``settings`` alone."""
     t0 = time.perf_counter()
     if host not in surrogate.markov_models:
         raise ValueError(f"the surrogate has no Markov model for host {host!r}: set surrogate.markov_models[{host!r}]")
-    c = constraints or DesignConstraints.for_host(host_codon_counts)
+    c = (constraints or DesignConstraints.for_host(host_codon_counts, forbidden_motifs=())).with_settings(settings)
     if c.stop_codon is None:
         c = replace(c, stop_codon=preferred_stop(host_codon_counts))
     if CODON_TO_AA.get(c.stop_codon) != "*":
@@ -235,7 +239,8 @@ def design_proteins(
     def better(cds: ScoredCds) -> tuple[bool, float]:
         return cds.feasible, cds.reward
 
-    run = DesignRun(host, settings, score.calls, score.scored, round(time.perf_counter() - t0, 3))
+    run = DesignRun(host, settings, score.calls, score.scored, round(time.perf_counter() - t0, 3),
+                    tuple(c.forbidden_motifs))
     cai_weights = surrogate.builders[host].cai_weights
     designs = []
     for p, record in enumerate(proteins):

@@ -5,12 +5,19 @@ optimiser; and a deterministic repair by synonymous changes.
 Constraints: whole A/C/G/T codons, the start codon, the (host's preferred) stop codon, no internal stop,
 exact back-translation, no forbidden restriction site on either strand, no homopolymer longer than
 ``max_homopolymer`` and GC inside the host's window.
+
+Forbidden motifs may use IUPAC codes (GCCNNNNNGGC, GGTNACC, RAATTY). One CDS is searched with ``str.find``
+for a plain motif and a regular expression for a degenerate one; sample batches are scanned as 2-bit k-mer
+codes, where N positions are masked out of the code and the other degenerate letters are expanded into the
+few concrete k-mers they stand for.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from itertools import product
 
 import numpy as np
 
@@ -23,19 +30,32 @@ from codon_assets.core.genetic_code import (
     SYNONYMS,
     base_codes,
     codon_index,
-    reverse_complement,
+)
+from codon_assets.core.design_settings import (  # DEFAULT_MOTIFS: re-exported, defined with the other defaults
+    DEFAULT_MOTIFS,  # noqa: F401
+    IUPAC_BASES,
+    MAX_MOTIF_EXPANSIONS,
+    MAX_MOTIF_LENGTH,
+    OptimiserSettings,
+    motif_expansions,
 )
 
-DEFAULT_MOTIFS: dict[str, str] = {
-    "EcoRI": "GAATTC",
-    "BamHI": "GGATCC",
-    "HindIII": "AAGCTT",
-    "XhoI": "CTCGAG",
-    "NotI": "GCGGCCGC",
-    "NdeI": "CATATG",
-    "BsaI": "GGTCTC",
-    "BsaI_rc": "GAGACC",
-}
+_IUPAC_COMPLEMENT = str.maketrans("ACGTRYSWKMBDHVN", "TGCAYRSWMKVHDBN")
+
+
+def iupac_reverse_complement(motif: str) -> str:
+    """Reverse complement of an IUPAC motif (R <-> Y, K <-> M, B <-> V, D <-> H; S, W, N unchanged)."""
+    return motif.translate(_IUPAC_COMPLEMENT)[::-1]
+
+
+def is_degenerate(motif: str) -> bool:
+    return bool(set(motif) - set("ACGT"))
+
+
+def motif_regex(motif: str) -> re.Pattern:
+    """A regular expression finding every (also overlapping) occurrence of an IUPAC motif: group 1."""
+    body = "".join(b if b in "ACGT" else f"[{IUPAC_BASES[b]}]" for b in motif)
+    return re.compile(f"(?=({body}))")
 
 
 def preferred_stop(host_counts: np.ndarray) -> str:
@@ -46,7 +66,7 @@ def preferred_stop(host_counts: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class DesignConstraints:
-    forbidden_motifs: tuple[tuple[str, str], ...] = tuple(DEFAULT_MOTIFS.items())  # (name, motif), both strands
+    forbidden_motifs: tuple[tuple[str, str], ...] = tuple(DEFAULT_MOTIFS.items())  # (name, IUPAC motif), both strands
     gc_min: float = 0.0
     gc_max: float = 1.0
     max_homopolymer: int = 7  # longest run of one base allowed (runs of 8+ are forbidden)
@@ -60,14 +80,27 @@ class DesignConstraints:
         lo, hi = host_gc_window(host_counts) if np.ndim(host_counts) == 2 else (0.0, 1.0)
         return cls(**{"gc_min": lo, "gc_max": hi, "stop_codon": preferred_stop(host_counts), **overrides})
 
+    def with_sites(self, sites: tuple[tuple[str, str], ...]) -> DesignConstraints:
+        """These constraints with ``sites`` ((name, IUPAC motif) pairs) forbidden as well; a pair already
+        forbidden is not repeated."""
+        return replace(self, forbidden_motifs=tuple(dict.fromkeys((*self.forbidden_motifs, *sites))))
+
+    def with_settings(self, settings: OptimiserSettings) -> DesignConstraints:
+        """These constraints with the sites of ``settings`` (its motifs and enzymes) forbidden as well."""
+        return self.with_sites(settings.forbidden_sites())
+
     def patterns(self) -> list[tuple[str, str, str]]:
-        """(name, pattern, strand) for both strands of every motif; a palindrome is listed once."""
+        """(name, pattern, strand) for both strands of every motif; a palindrome is listed once (and so is
+        a pattern that two names share: under the first)."""
         out, seen = [], set()
         for name, motif in self.forbidden_motifs:
             motif = motif.upper()
-            if not motif or set(motif) - set("ACGT"):
-                raise ValueError(f"forbidden motif {name}={motif!r} must be A/C/G/T")
-            for pattern, strand in ((motif, "+"), (reverse_complement(motif), "-")):
+            if not motif or set(motif) - set(IUPAC_BASES) or set(motif) == {"N"}:
+                raise ValueError(f"forbidden motif {name}={motif!r} must be IUPAC nucleotide codes, not only N")
+            if len(motif) > MAX_MOTIF_LENGTH or motif_expansions(motif) > MAX_MOTIF_EXPANSIONS:
+                raise ValueError(f"forbidden motif {name}={motif!r}: longer than {MAX_MOTIF_LENGTH} or more "
+                                 f"than {MAX_MOTIF_EXPANSIONS} concrete k-mers besides its N positions")
+            for pattern, strand in ((motif, "+"), (iupac_reverse_complement(motif), "-")):
                 if pattern not in seen:
                     seen.add(pattern)
                     out.append((name, pattern, strand))
@@ -75,27 +108,77 @@ class DesignConstraints:
 
 
 @dataclass(frozen=True)
+class KmerGroup:
+    """Motif patterns of one length and one set of N positions, as the 2-bit k-mer codes (A0 C1 T2 G3, as
+    base_codes) a window must have once its N positions are masked to 0."""
+
+    k: int
+    mask: int  # code & mask keeps the bits of the specified (non-N) positions
+    codes: np.ndarray  # uint64, sorted, unique
+    weights: np.ndarray  # per code, how many patterns of the group it matches (a site counts once a pattern)
+
+    @property
+    def masked(self) -> bool:
+        return self.mask != 4**self.k - 1
+
+
+def _kmer_codes(pattern: str) -> tuple[int, list[int]]:
+    """(mask, codes) of an IUPAC pattern: N positions are 0 in both, other letters are expanded."""
+    mask = 0
+    for b in pattern:
+        mask = mask * 4 + (0 if b == "N" else 3)
+    codes = []
+    for bases in product(*("A" if b == "N" else IUPAC_BASES[b] for b in pattern)):
+        code = 0
+        for b, letter in zip(bases, pattern):
+            code = code * 4 + (0 if letter == "N" else "ACTG".index(b))
+        codes.append(code)
+    return mask, codes
+
+
+@dataclass(frozen=True)
 class CompiledConstraints:
-    """The constraints in the form the checks use: motif codes by length, the homopolymer pattern."""
+    """The constraints in the form the checks use: motif k-mer codes by length and N positions, a regular
+    expression per degenerate pattern, the homopolymer pattern."""
 
     patterns: list[tuple[str, str, str]]
-    by_length: dict[int, np.ndarray]  # motif length -> 2-bit codes (A0 C1 T2 G3, as base_codes)
+    kmer_groups: tuple[KmerGroup, ...]  # by length, then mask
+    regexes: dict[str, re.Pattern]  # by degenerate pattern (plain patterns are found with str.find)
     run: int  # forbidden homopolymer length
     homopolymer: re.Pattern
     gc_min: float
     gc_max: float
 
+    @property
+    def max_motif_length(self) -> int:
+        return max((g.k for g in self.kmer_groups), default=0)
+
 
 def compile_constraints(c: DesignConstraints) -> CompiledConstraints:
+    """The checks' form of ``c``, cached (the checks of one CDS compile the same constraints over and over):
+    treat it as read-only."""
+    try:
+        return _compile_cached(c)
+    except TypeError:  # unhashable fields (a list of motifs): compile afresh
+        return _compile(c)
+
+
+@lru_cache(maxsize=64)
+def _compile_cached(c: DesignConstraints) -> CompiledConstraints:
+    return _compile(c)
+
+
+def _compile(c: DesignConstraints) -> CompiledConstraints:
     patterns = c.patterns()
-    by_length: dict[int, list[int]] = {}
+    groups: dict[tuple[int, int], list[int]] = {}
     for _, pattern, _ in patterns:
-        code = 0
-        for b in pattern:
-            code = code * 4 + "ACTG".index(b)
-        by_length.setdefault(len(pattern), []).append(code)
+        mask, codes = _kmer_codes(pattern)
+        groups.setdefault((len(pattern), mask), []).extend(codes)
+    kmer_groups = tuple(KmerGroup(k, mask, *np.unique(np.array(codes, dtype=np.uint64), return_counts=True))
+                        for (k, mask), codes in sorted(groups.items()))
+    regexes = {pattern: motif_regex(pattern) for _, pattern, _ in patterns if is_degenerate(pattern)}
     run = c.max_homopolymer + 1
-    return CompiledConstraints(patterns, {k: np.array(v, dtype=np.uint64) for k, v in by_length.items()}, run,
+    return CompiledConstraints(patterns, kmer_groups, regexes, run,
                                re.compile("|".join(f"{b}{{{run},}}" for b in "ACGT")), c.gc_min, c.gc_max)
 
 
@@ -127,6 +210,11 @@ def _sites(seq: str, cc: CompiledConstraints) -> list[tuple[int, int, str]]:
     """Forbidden sites of one CDS as (start, end, label): motif hits on either strand and long runs."""
     sites = []
     for name, pattern, strand in cc.patterns:
+        if pattern in cc.regexes:
+            for m in cc.regexes[pattern].finditer(seq):
+                i = m.start(1)
+                sites.append((i, i + len(pattern), f"{name} {pattern} ({strand}) at {i + 1}"))
+            continue
         i = seq.find(pattern)
         while i >= 0:
             sites.append((i, i + len(pattern), f"{name} {pattern} ({strand}) at {i + 1}"))
@@ -197,8 +285,9 @@ def scan_batch(data: np.ndarray, offsets: np.ndarray,
     """For a whole batch buffer: (graded violations per record, GC per record, byte mask of violating sites).
 
     Motifs are found as 2-bit k-mer codes over the whole buffer, grown one base at a time (so every motif
-    length shares the passes) and looked up in a table; hits are rare, so only they are checked for
-    straddling two records. Runs are windows of ``run`` bases whose neighbours are all equal.
+    length shares the passes) and looked up in a table (N positions masked out first, for degenerate
+    motifs); hits are rare, so only they are checked for straddling two records. Runs are windows of
+    ``run`` bases whose neighbours are all equal.
     """
     base, _ = base_codes(data)
     n, lengths = len(data), np.diff(offsets)
@@ -206,29 +295,36 @@ def scan_batch(data: np.ndarray, offsets: np.ndarray,
     count = np.zeros(n_rec)
     mark = np.zeros(n + 1, dtype=np.int64)
 
-    def add_hits(hit: np.ndarray, k: int) -> None:
+    def add_hits(hit: np.ndarray, k: int, weight: np.ndarray | int = 1) -> None:
         rec = np.searchsorted(offsets, hit, side="right") - 1
         inside = hit + k <= offsets[rec + 1]
         hit, rec = hit[inside], rec[inside]
-        np.add.at(count, rec, 1)
+        np.add.at(count, rec, weight if np.ndim(weight) == 0 else weight[inside])
         np.add.at(mark, hit, 1)  # few hits: cheaper than a bincount over the whole buffer
         np.add.at(mark, hit + k, -1)
 
-    kmer = np.zeros(n, dtype=np.uint32 if max(cc.by_length, default=0) <= 16 else np.uint64)
-    for k in range(1, max(cc.by_length, default=0) + 1):
+    longest = cc.max_motif_length
+    kmer = np.zeros(n, dtype=np.uint32 if longest <= 16 else np.uint64)
+    for k in range(1, longest + 1):
         if n < k:
             break
         head = kmer[:n - k + 1]  # head[i]: code of bases i..i+k-1
         head *= 4
         head += base[k - 1:]
-        if k in cc.by_length:
-            codes = cc.by_length[k]
+        for g in cc.kmer_groups:
+            if g.k != k:
+                continue
+            key = head & head.dtype.type(g.mask) if g.masked else head
+            single = g.weights.max() == 1  # no k-mer of two patterns: a hit counts once
             if k <= 10:
-                table = np.zeros(4**k, dtype=bool)
-                table[codes] = True
-                add_hits(np.flatnonzero(table[head]), k)
+                table = np.zeros(4**k, dtype=bool if single else np.int64)
+                table[g.codes] = True if single else g.weights
+                hit = np.flatnonzero(table[key])
+                weight = 1 if single else table[key[hit]]
             else:
-                add_hits(np.flatnonzero(np.isin(head, codes.astype(head.dtype))), k)
+                hit = np.flatnonzero(np.isin(key, g.codes.astype(head.dtype)))
+                weight = 1 if single else g.weights[np.searchsorted(g.codes, key[hit].astype(np.uint64))]
+            add_hits(hit, k, weight)
     m = cc.run
     if n >= m:
         eq = np.zeros(n, dtype=np.int32)

@@ -49,7 +49,6 @@ CACHE_SCHEMA = pa.schema(
     + [(name, FEATURES_SCHEMA.field(name).type) for name in STAT_COLUMNS]
     + [("processing_time_ms", pa.float64())]
 )
-MARKOV_METADATA_KEY = b"codon_assets.markov_model"
 
 
 class TokenLogprobScorer(Protocol):
@@ -233,12 +232,3 @@ def extract_features(
         summary.errors_by_message[message] = summary.errors_by_message.get(message, 0) + 1
     return table, summary
 
-
-def with_markov_model(table: pa.Table, model: MarkovCdsModel) -> pa.Table:
-    """Attach the trained counts to the features table, so they travel with the partition."""
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), MARKOV_METADATA_KEY: model.to_bytes()})
-
-
-def markov_model_of(table: pa.Table) -> MarkovCdsModel | None:
-    blob = (table.schema.metadata or {}).get(MARKOV_METADATA_KEY)
-    return MarkovCdsModel.from_bytes(blob) if blob else None

@@ -1,10 +1,17 @@
-"""The standard genetic code and vectorised translation of many CDS at once.
+"""The standard genetic code, the other NCBI translation tables, and vectorised translation of many CDS at once.
+
+The module-level constants (``CODON_TO_AA``, ``SYNONYMS``, ``SENSE``, ...) are the standard code (table 1);
+:func:`genetic_code` gives any NCBI table (``Bio.Data.CodonTable`` ids) in the same layout, built once per
+process: a host's CDS are translated with its table (``Host.translation_table``).
 
 Sequences travel as one contiguous byte buffer plus offsets (the layout of an Arrow string array), so a
 whole chunk of records is translated with a handful of numpy operations instead of a loop per codon.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -100,3 +107,49 @@ def records_of(positions: np.ndarray, n_items: np.ndarray) -> np.ndarray:
 def translate(codes: np.ndarray) -> np.ndarray:
     """Amino-acid letters (uint8) for codon indices."""
     return _AA_BYTES[codes]
+
+
+@dataclass(frozen=True, eq=False)
+class GeneticCode:
+    """One NCBI translation table in this module's layout (codon-index order)."""
+
+    table_id: int
+    name: str
+    codon_to_aa: dict[str, str]  # every codon; "*" for a codon that is only a stop
+    aa_bytes: np.ndarray  # amino-acid letter (uint8) per codon index, as in codon_to_aa
+    stop: np.ndarray  # per codon index: it can end a CDS (tables 27, 28, 31 read some of these as sense inside)
+    start_codons: tuple[str, ...]  # the table's initiation codons, ATG first
+    synonyms: dict[str, np.ndarray]  # codon indices of each amino acid's codons (stops under "*")
+
+    def translate(self, codes: np.ndarray) -> np.ndarray:
+        """Amino-acid letters (uint8) for codon indices."""
+        return self.aa_bytes[codes]
+
+
+def table_ids() -> tuple[int, ...]:
+    """The NCBI translation table ids there are (1 standard, 11 bacterial, 12 alternative yeast nuclear, ...)."""
+    from Bio.Data import CodonTable  # imported when a table is first asked for, not with this module
+
+    return tuple(sorted(CodonTable.unambiguous_dna_by_id))
+
+
+@lru_cache(maxsize=None)
+def genetic_code(table_id: int) -> GeneticCode:
+    """The NCBI translation table ``table_id``, built from ``Bio.Data.CodonTable`` once per process."""
+    from Bio.Data import CodonTable
+
+    if table_id not in CodonTable.unambiguous_dna_by_id:
+        raise KeyError(f"unknown NCBI translation table {table_id}; tables are {', '.join(map(str, table_ids()))}")
+    table = CodonTable.unambiguous_dna_by_id[table_id]
+    codon_to_aa = {c: table.forward_table.get(c, "*") for c in CODONS}
+    letters = "".join(codon_to_aa[c] for c in CODONS)
+    starts = sorted(table.start_codons, key=lambda c: c != "ATG")  # stable: the table's order after ATG
+    return GeneticCode(
+        table_id=table_id,
+        name=table.names[0],
+        codon_to_aa=codon_to_aa,
+        aa_bytes=np.frombuffer(letters.encode(), dtype=np.uint8),
+        stop=np.array([c in table.stop_codons for c in CODONS]),
+        start_codons=tuple(starts),
+        synonyms={aa: np.flatnonzero(np.array(list(letters)) == aa) for aa in sorted(set(letters))},
+    )

@@ -34,16 +34,21 @@ from codon_assets.core.likelihood import STAT_COLUMNS, logprob_stats
 DEFAULT_ORDER = 5
 DEFAULT_FOLDS = 5
 DEFAULT_PSEUDOCOUNT = 64.0  # tuned on real yeast and Pichia partitions (best cross-fitted likelihood)
+MAX_ORDER = 8  # orders 0..MAX_ORDER are accepted; the order-K table has 3 * 4**(K + 1) cells
+# Contexts and flat (phase, context, base) indices share one unsigned dtype: the smallest that holds the
+# largest flat index of the largest allowed table (uint32 for MAX_ORDER = 8). An order-8 context alone fits
+# 16 bits, but ``ctx << 2`` and the phase above it need 2 * K + 4 bits, which overflowed uint16 from order 7.
+_INDEX_DTYPE = np.min_scalar_type(3 * 4 ** (MAX_ORDER + 1) - 1)
 
 
 def _contexts(base: np.ndarray, order: int) -> np.ndarray:
-    """Order-``order`` context code (uint16, 2 bits a base) before every position of a base-code buffer
-    (meaningless where the context would reach before the record start; callers treat those apart)."""
+    """Order-``order`` context code (``_INDEX_DTYPE``, 2 bits a base) before every position of a base-code
+    buffer (meaningless where the context would reach before the record start; callers treat those apart)."""
     n = len(base)
-    ctx = np.zeros(n, dtype=np.uint16)
-    shifted = np.empty(n, dtype=np.uint16)
+    ctx = np.zeros(n, dtype=_INDEX_DTYPE)
+    shifted = np.empty(n, dtype=_INDEX_DTYPE)
     for j in range(1, min(order, n) + 1):
-        np.left_shift(base[:-j], 2 * (j - 1), out=shifted[: n - j], dtype=np.uint16)
+        np.left_shift(base[:-j], 2 * (j - 1), out=shifted[: n - j], dtype=_INDEX_DTYPE)
         np.bitwise_or(ctx[j:], shifted[: n - j], out=ctx[j:])
     return ctx
 
@@ -71,7 +76,7 @@ def _coded(sequences: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _phase_index(base: np.ndarray, ctx: np.ndarray, order: int) -> np.ndarray:
     """Flat index (phase, order-K context, base) of every position into a (3, 4**K, 4) table."""
-    phase = np.tile((np.arange(3, dtype=np.uint16) << (2 * order + 2)), len(base) // 3)
+    phase = np.tile((np.arange(3, dtype=_INDEX_DTYPE) << (2 * order + 2)), len(base) // 3)
     return phase | (ctx << 2) | base
 
 
@@ -127,8 +132,8 @@ class MarkovCdsModel:
     ) -> MarkovCdsModel:
         """Count contexts in the CDS (upper-case A/C/G/T, whole codons), per fold; chunks are counted in
         ``workers`` threads (numpy releases the GIL for most of the work)."""
-        if not 0 <= order <= 8:
-            raise ValueError("order must be between 0 and 8")
+        if not 0 <= order <= MAX_ORDER:
+            raise ValueError(f"order must be between 0 and {MAX_ORDER}")
         fold = fold_of(seq_sha256, folds)
         full = np.zeros((folds, 3 * 4**order * 4), dtype=np.int64)
         near = [np.zeros((folds, 3 * 4**k * 4), dtype=np.int64) for k in range(order)]

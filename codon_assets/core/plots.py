@@ -1,7 +1,9 @@
-"""Figures people look at: predicted vs label, feature importances, distributions (PNG via matplotlib)."""
+"""Figures people look at: predicted vs label, sigma reliability, feature importances, distributions (PNG via
+matplotlib)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +29,35 @@ def predicted_vs_label(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, title: 
     ax.set_ylabel("held-out prediction mu ± sigma")
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def reliability(nominal: np.ndarray, observed: np.ndarray, title: str, records: int | None = None,
+                path: Path | None = None) -> bytes:
+    """Observed against nominal coverage of the intervals mu +- z sigma: on the diagonal when sigma is
+    calibrated, below it where the intervals are too narrow. With ``records``, the band of +-2 binomial
+    standard errors around the diagonal. PNG bytes, also written to ``path`` when given."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if records:
+        grid = np.linspace(0, 1, 101)
+        band = 2 * np.sqrt(grid * (1 - grid) / records)
+        ax.fill_between(grid, grid - band, grid + band, color="#a0aec0", alpha=0.35, lw=0,
+                        label=f"±2 binomial SE ({records} records)")
+    ax.plot([0, 1], [0, 1], color="#c53030", lw=1, label="calibrated")
+    ax.plot(nominal, observed, "o-", ms=3.5, lw=1.2, color="#2b6cb0", label="held-out")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("nominal coverage of mu ± z sigma")
+    ax.set_ylabel("observed coverage")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    png = buffer.getvalue()
+    if path is not None:
+        Path(path).write_bytes(png)
+    return png
 
 
 def importances(items: list[tuple[str, float]], title: str, path: Path) -> Path:

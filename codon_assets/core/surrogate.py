@@ -1,16 +1,21 @@
 """The expression surrogate: LightGBM quantile models giving a predicted level (mu) and its spread (sigma).
 
-mu is the conditional median (alpha = 0.5) and hi the conditional 84th percentile, so sigma = hi - mu is
-one standard deviation for a normal error. Cross-validation is grouped (identical proteins never straddle
-train and test) and every data-dependent step (CAI weights, rare-codon set) is fitted on the training
-folds only. Baselines are scored on the same folds: CAI alone and ridge regression on codon
-frequencies. The final models are refitted on all records.
+mu is the conditional median (alpha = 0.5) and hi the conditional 84th percentile, so |hi - mu| is one
+standard deviation for a normal error. The two boosters are fitted independently and can cross, so sigma
+is the distance between them, scaled by a calibration factor and never below a floor (``sigma_from_spread``,
+in ``codon_assets.core.calibration`` with the other calibration and reliability functions): it is always > 0. Cross-validation is grouped (identical proteins never straddle train and test) and every
+data-dependent step (CAI weights, rare-codon set) is fitted on the training folds only. Baselines are
+scored on the same folds: CAI alone and ridge regression on codon frequencies. The calibration factor is
+fitted on out-of-fold predictions; the coverage reported for it is cross-fitted (factor fitted on the other
+folds' out-of-fold rows, coverage counted on fold k's), so no reported coverage comes from rows the factor
+was fitted on. The final models are refitted on all records.
 """
 
 from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,13 +24,11 @@ import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats as scipy_stats
-from sklearn.linear_model import Ridge
 from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from codon_assets.core.codon_metrics import host_gc_window
+from codon_assets.core.calibration import (MIN_SIGMA, cross_fit_sigma, rank_metrics, regression_metrics,
+                                           sigma_calibration, sigma_floor, sigma_from_spread)
+from codon_assets.core.codon_metrics import effective_number_of_codons, host_gc_window
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.sequence_stats import codon_counts, codon_entropy
 from codon_assets.core.surrogate_features import (
@@ -39,10 +42,12 @@ from codon_assets.core.surrogate_features import (
 )
 
 ALPHA_MU, ALPHA_HI = 0.5, 0.84
-LGB_PARAMS = {  # LightGBM's own parameter names (lgb.train)
-    "num_iterations": 600,
-    "learning_rate": 0.03,
-    "num_leaves": 15,
+# LightGBM's own parameter names (lgb.train). On the yeast quality set (bench/yeast_quality.py), 250 trees
+# of 31 leaves at rate 0.05 rank as well as 600 of 15 at 0.03, at under half the cost.
+LGB_PARAMS = {
+    "num_iterations": 250,
+    "learning_rate": 0.05,
+    "num_leaves": 31,
     "min_data_in_leaf": 20,
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
@@ -52,6 +57,9 @@ LGB_PARAMS = {  # LightGBM's own parameter names (lgb.train)
     "num_threads": 2,
     "verbose": -1,
 }
+# The hi booster only sets sigma's spread, which the calibration factor rescales: a small one (100 trees of
+# 7 leaves) gives as sharp a calibrated sigma, with the same held-out coverage, for a fraction of the cost.
+LGB_PARAMS_HI = {"num_iterations": 100, "learning_rate": 0.1, "num_leaves": 7}
 
 
 @dataclass
@@ -68,24 +76,12 @@ class TrainingSet:
     gene_names: list[str]
     measured: np.ndarray  # measured label (NaN where none), for the CAI reference
     label_source: str
+    label_scale: str = "log10"  # LOG10 or PER_HOST_Z: what mu means
 
     @cached_property
     def stats(self) -> dict[str, np.ndarray]:
         """``sequence_features`` of every record, computed once and shared by all folds and the refit."""
         return sequence_features(self.sequences)
-
-
-def regression_metrics(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray | None = None) -> dict[str, float]:
-    resid = y - mu
-    metrics = {
-        "r2": float(1 - (resid**2).sum() / ((y - y.mean()) ** 2).sum()),
-        "mae": float(np.abs(resid).mean()),
-        "spearman": float(scipy_stats.spearmanr(y, mu).statistic),
-        "pearson": float(scipy_stats.pearsonr(y, mu).statistic),
-    }
-    if sigma is not None:
-        metrics["coverage_1sigma"] = float(np.mean(np.abs(resid) <= sigma))  # ~0.68 when calibrated
-    return metrics
 
 
 @dataclass
@@ -100,27 +96,39 @@ class SurrogateModel:
     label_source: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     # Quantile boosters under-cover out of sample; sigma is scaled so that held-out |y - mu| <= sigma for
-    # 68.3 % of cross-validation records (fitted on out-of-fold predictions only).
+    # 68.3 % of cross-validation records (fitted on out-of-fold predictions only; ``sigma_calibration``).
     sigma_scale: float = 1.0
     # Per host: summed codon counts of the training CDS and their 5th-95th percentile GC window, so codon
     # design starts from (and is constrained by) the same host profile the model was trained on.
     host_profiles: dict[str, dict] = field(default_factory=dict)
     # Where this model is registered (MLflow model URI and run), for what is derived from it.
     registry: dict[str, str] = field(default_factory=dict)
+    # Smallest sigma this model gives (``sigma_floor`` of its training labels; MIN_SIGMA for older models).
+    sigma_floor: float = MIN_SIGMA
+    # The hosts whose measured labels trained the model; any other host in ``hosts`` is predicted by transfer.
+    source_hosts: list[str] = field(default_factory=list)
+    label_scale: str = "log10"  # what mu means: the host's log10 level, or its level relative to the host
+
+    def label_source_for(self, host: str) -> str:
+        """``measured`` for a host whose own measurements trained the model, else ``transferred``."""
+        return "measured" if host in self.source_hosts else "transferred"
 
     def matrix(self, sequences: pa.Array, evo2: dict[str, np.ndarray], host: np.ndarray,
                stats: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Features of records exactly as in training (each host with its own fitted builder). ``stats``:
         the records' ``sequence_features`` when already computed."""
         keys = np.unique(host)
-        if len(self.hosts) == 1 and len(keys) == 1:  # one host: its builder's matrix is the whole matrix
+        unknown = sorted(set(keys.tolist()) - set(self.builders))
+        if unknown:
+            raise ValueError(f"the model has no profile for host {', '.join(unknown)} (it knows {', '.join(self.builders)})")
+        if len(self.builders) == 1 and len(keys) == 1:  # one host: its builder's matrix is the whole matrix
             return self.builders[keys[0]].transform(sequences, evo2, stats)
         parts = np.zeros((len(sequences), len(self.feature_names)))
         for key in keys:
             rows = np.flatnonzero(host == key)
             x = self.builders[key].transform(take_records(sequences, rows), take_rows(evo2, rows),
                                              None if stats is None else take_rows(stats, rows))
-            if len(self.hosts) > 1:
+            if self.feature_names[-1] == "host":  # a model saved before host descriptors replaced the host id
                 x = np.column_stack([x, np.full(len(rows), self.hosts.index(key))])
             parts[rows] = x
         return parts
@@ -129,9 +137,13 @@ class SurrogateModel:
         return self.predict_matrix(self.matrix(sequences, evo2, host))
 
     def predict_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """mu and sigma for an already built feature matrix."""
-        mu = self.mu.predict(x)
-        return mu, self.sigma_scale * np.maximum(self.hi.predict(x) - mu, 0.0)
+        """mu and calibrated sigma (> 0, also where the quantile models cross) for a built feature matrix."""
+        mu, hi = self.quantiles_matrix(x)
+        return mu, sigma_from_spread(hi - mu, self.sigma_scale, self.sigma_floor)
+
+    def quantiles_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The two boosters' raw predictions (median and 84th percentile), uncalibrated, as they come."""
+        return self.mu.predict(x), self.hi.predict(x)
 
     def markov_features(self, sequences: pa.Array, seq_sha256: list[str], host: np.ndarray) -> dict[str, np.ndarray]:
         """The evo2 feature columns for new sequences, from the stored Markov model of their host."""
@@ -156,6 +168,7 @@ class SurrogateModel:
         settings = {"hosts": self.hosts, "feature_names": self.feature_names, "backend": self.backend,
                     "label_source": self.label_source, "metrics": self.metrics, "sigma_scale": self.sigma_scale,
                     "host_profiles": self.host_profiles, "registry": self.registry,
+                    "sigma_floor": self.sigma_floor, "source_hosts": self.source_hosts, "label_scale": self.label_scale,
                     "builders": {k: b.to_dict() for k, b in self.builders.items()},
                     "alphas": [ALPHA_MU, ALPHA_HI]}
         (folder / "surrogate.json").write_text(json.dumps(settings, indent=1))
@@ -171,59 +184,86 @@ class SurrogateModel:
                    settings["feature_names"], lgb.Booster(model_file=str(folder / "mu.txt")),
                    lgb.Booster(model_file=str(folder / "hi.txt")), settings["backend"], markov,
                    settings["label_source"], settings["metrics"], settings["sigma_scale"], settings["host_profiles"],
-                   settings.get("registry", {}))
+                   settings.get("registry", {}), settings.get("sigma_floor", MIN_SIGMA),
+                   settings.get("source_hosts", settings["hosts"]), settings.get("label_scale", "log10"))
 
 
-def _fit_builders(data: TrainingSet, rows: np.ndarray) -> dict[str, FeatureBuilder]:
+def _fit_builders(data: TrainingSet, rows: np.ndarray, transfer: bool = False) -> dict[str, FeatureBuilder]:
+    """One builder per host. A transfer model (one that also predicts hosts without labels) takes every
+    host's CAI reference without labels (ribosomal-protein genes), so CAI means the same for a host it
+    learnt from and a host it predicts."""
     builders = {}
     counts = data.stats["counts"][rows]
     for key in np.unique(data.host[rows]):
         mine = data.host[rows] == key
         picked = rows[mine]
         builders[key] = FeatureBuilder.fit(
-            counts[mine], key, label=data.measured[picked],
+            counts[mine], key, label=None if transfer else data.measured[picked],
             protein_names=[data.protein_names[i] for i in picked], gene_names=[data.gene_names[i] for i in picked],
         )
     return builders
 
 
-def _fit_boosters(x: np.ndarray, y: np.ndarray, categorical: list[int], seed: int) -> tuple[lgb.Booster, lgb.Booster]:
-    """The two quantile boosters, grown side by side on one binned dataset (binning costs as much as ~100
-    trees). Each tree of these small models is cheap and barely speeds up with a second thread, so with two
-    or more threads each booster gets half of them and both grow at once (LightGBM releases the GIL)."""
-    dataset = lgb.Dataset(x, y, categorical_feature=categorical or "auto",
-                          params={"max_bin": LGB_PARAMS["max_bin"], "verbose": -1}).construct()
-    del x  # binned now; the caller passes the matrix without keeping it, so its memory goes back here
-    threads = LGB_PARAMS["num_threads"]
-    params = {**LGB_PARAMS, "objective": "quantile", "seed": seed, "num_threads": max(1, threads // 2)}
-    boosters = [lgb.Booster({**params, "alpha": alpha}, dataset) for alpha in (ALPHA_MU, ALPHA_HI)]
+def _prepare_fit(data: TrainingSet, rows: np.ndarray, backend: str, transfer: bool) -> tuple[SurrogateModel, lgb.Dataset]:
+    """A model fitted on ``rows`` up to its boosters (builders, sigma floor, host profiles) and its binned
+    training data (binning costs as much as ~100 trees; the float matrix is freed once binned)."""
+    hosts = sorted(set(data.host.tolist()))
+    builders = _fit_builders(data, rows, transfer)
+    # No host id among the features: hosts differ by their descriptors (codon usage, GC, tRNA-based tAI,
+    # host-relative CAI), so the model also predicts for a host it has no labels for.
+    names = next(iter(builders.values())).names
+    model = SurrogateModel(hosts, builders, names, None, None, backend, label_source=data.label_source,
+                           sigma_floor=sigma_floor(data.target[rows]), source_hosts=hosts)
+    stats, host = take_rows(data.stats, rows), data.host[rows]
+    dataset = lgb.Dataset(model.matrix(take_records(data.sequences, rows), take_rows(data.evo2, rows), host, stats),
+                          data.target[rows], params={"max_bin": LGB_PARAMS["max_bin"], "verbose": -1}).construct()
+    for key in hosts:
+        model.host_profiles[key] = host_profile(stats["counts"][host == key])
+    return model, dataset
 
-    def grow(booster: lgb.Booster) -> None:
+
+def _grow_boosters(fits: Iterable[tuple[SurrogateModel, lgb.Dataset]], seed: int) -> list[SurrogateModel]:
+    """Grows both quantile boosters of each fit, in the order given (largest first), on one pool of
+    LGB_PARAMS["num_threads"] threads (LightGBM releases the GIL) as soon as the fit is prepared, so the next is
+    prepared meanwhile; one thread a booster, as the trees of these small models barely speed up with two."""
+    def grow(dataset: lgb.Dataset, alpha: float) -> lgb.Booster:
+        params = {**LGB_PARAMS, **(LGB_PARAMS_HI if alpha == ALPHA_HI else {}), "objective": "quantile",
+                  "alpha": alpha, "seed": seed, "num_threads": 1}
+        booster = lgb.Booster(params, dataset)
         booster.reset_parameter({"verbose": -1})  # LightGBM's log level is per thread
-        for _ in range(LGB_PARAMS["num_iterations"]):
+        for _ in range(params["num_iterations"]):
             if booster.update():  # no split improves any more
                 break
+        return booster
 
-    with ThreadPoolExecutor(max_workers=2 if threads >= 2 else 1) as pool:
-        list(pool.map(grow, boosters))
-    return boosters[0], boosters[1]
+    with ThreadPoolExecutor(max_workers=max(1, LGB_PARAMS["num_threads"])) as pool:
+        grown = [(model, pool.submit(grow, dataset, ALPHA_MU), pool.submit(grow, dataset, ALPHA_HI))
+                 for model, dataset in fits]
+        for model, mu, hi in grown:
+            model.mu, model.hi = mu.result(), hi.result()
+    return [model for model, _, _ in grown]
 
 
-def fit_surrogate(data: TrainingSet, rows: np.ndarray, backend: str, seed: int = 0) -> SurrogateModel:
-    hosts = sorted(set(data.host.tolist()))
-    builders = _fit_builders(data, rows)
-    names = next(iter(builders.values())).names + (["host"] if len(hosts) > 1 else [])
-    model = SurrogateModel(hosts, builders, names, None, None, backend, label_source=data.label_source)
-    stats, host = take_rows(data.stats, rows), data.host[rows]
-    model.mu, model.hi = _fit_boosters(
-        model.matrix(take_records(data.sequences, rows), take_rows(data.evo2, rows), host, stats),
-        data.target[rows], [len(names) - 1] if len(hosts) > 1 else [], seed)
-    counts = stats["counts"]
-    for key in hosts:
-        mine = host == key
-        model.host_profiles[key] = {"codon_counts": counts[mine].sum(axis=0).tolist(),
-                                    "gc_window": list(host_gc_window(counts[mine]))}
-    return model
+def fit_surrogate(data: TrainingSet, rows: np.ndarray, backend: str, seed: int = 0,
+                  transfer: bool = False) -> SurrogateModel:
+    return _grow_boosters([_prepare_fit(data, rows, backend, transfer)], seed)[0]
+
+
+def host_profile(counts: np.ndarray) -> dict:
+    """Summed codon counts of a host's CDS and their 5th-95th percentile GC window, so codon design starts
+    from (and is constrained by) the host's own usage."""
+    return {"codon_counts": counts.sum(axis=0).tolist(), "gc_window": list(host_gc_window(counts))}
+
+
+def add_transfer_host(model: SurrogateModel, records: pa.Table, host_key: str) -> None:
+    """Let ``model`` (trained on other hosts' measured labels) predict for ``host_key``: the host's feature
+    builder (CAI reference from its ribosomal-protein genes, tAI from its tRNA table, descriptors from its
+    codon usage) and design profile, from its records alone; none of its values is a label."""
+    counts = sequence_features(records["sequence"])["counts"]
+    model.builders[host_key] = FeatureBuilder.fit(counts, host_key, protein_names=records["protein_names"].to_pylist(),
+                                                  gene_names=records["gene_names"].to_pylist())
+    model.host_profiles[host_key] = host_profile(counts)
+    model.hosts = sorted({*model.hosts, host_key})
 
 
 def protein_groups(protein: pa.Array | list[str]) -> np.ndarray:
@@ -256,40 +296,70 @@ def cv_rows(protein: pa.Array | list[str], max_records: int, seed: int = 0) -> n
 
 
 def cross_validate(data: TrainingSet, backend: str, folds: int = 5, seed: int = 0,
-                   max_records: int = CV_MAX_RECORDS) -> tuple[dict, dict[str, np.ndarray]]:
-    """Out-of-fold predictions and metrics for the surrogate and both baselines, on the same grouped folds
-    over ``cv_rows`` (returned as ``rows``; the predictions are for those records, in that order)."""
+                   max_records: int = CV_MAX_RECORDS, transfer: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+    """Out-of-fold predictions and metrics for the surrogate and the baselines, on the same grouped folds
+    over ``cv_rows`` (returned as ``rows``; the predictions are for those records, in that order). sigma is
+    calibrated without extra fits: ``sigma_scale`` is fitted on every out-of-fold row (the factor the refitted
+    model gets); the returned ``sigma`` and coverages are cross-fitted (``cross_fit_sigma``)."""
+    metrics, oof, _ = validate_and_refit(data, backend, folds, seed, max_records, transfer, refit=False)
+    return metrics, oof
+
+
+def validate_and_refit(data: TrainingSet, backend: str, folds: int = 5, seed: int = 0,
+                       max_records: int = CV_MAX_RECORDS, transfer: bool = False,
+                       refit: bool = True) -> tuple[dict, dict[str, np.ndarray], SurrogateModel | None]:
+    """``cross_validate``, and with ``refit`` the model fitted on every record (as ``fit_surrogate``), its
+    boosters grown in the same pool as the folds' (the refit does not depend on the folds)."""
     rows = cv_rows(data.protein, max_records, seed)
+    splits = grouped_folds(take_records(data.protein, rows), folds)
+    every = [np.arange(len(data.target))] if refit else []  # the largest fit first
+    models = _grow_boosters((_prepare_fit(data, fit_rows, backend, transfer)
+                             for fit_rows in [*every, *(rows[train] for train, _ in splits)]), seed)
+    final, models = models[0] if refit else None, models[len(every):]
     y = data.target[rows]
-    mu, sigma = np.zeros(len(y)), np.zeros(len(y))
-    cai_pred, ridge_pred = np.zeros(len(y)), np.zeros(len(y))
+    mu, hi, floor, fold = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y), dtype=np.int64)
+    baselines = {name: np.zeros(len(y)) for name in ("cai", "tai", "ridge")}
     counts = data.stats["counts"][rows].astype(np.float64)
     freq = counts[:, SENSE] / np.maximum(counts[:, SENSE].sum(axis=1, keepdims=True), 1)
-    for train, test in grouped_folds(take_records(data.protein, rows), folds):
-        model = fit_surrogate(data, rows[train], backend, seed)
-        # One feature matrix per test fold serves the surrogate and the CAI baseline.
+    for k, ((train, test), model) in enumerate(zip(splits, models)):
+        # One feature matrix per test fold serves the surrogate and the CAI and tAI baselines.
         held_out = rows[test]
         x = model.matrix(take_records(data.sequences, held_out), take_rows(data.evo2, held_out),
                          data.host[held_out], take_rows(data.stats, held_out))
-        mu[test], sigma[test] = model.predict_matrix(x)
-        cai_pred[test] = x[:, model.feature_names.index("cai")]
-        ridge = make_pipeline(StandardScaler(), Ridge(alpha=10.0)).fit(freq[train], y[train])
-        ridge_pred[test] = ridge.predict(freq[test])
-    metrics = {
-        "surrogate": regression_metrics(y, mu, sigma),
-        # CAI is a score, not a prediction in label units: only its rank correlations are meaningful.
-        "baseline_cai": {k: v for k, v in regression_metrics(y, cai_pred).items() if k in ("spearman", "pearson")},
-        "baseline_ridge_codon_freq": regression_metrics(y, ridge_pred),
-    }
-    return metrics, {"rows": rows, "mu": mu, "sigma": sigma, "cai": cai_pred, "ridge": ridge_pred}
+        mu[test], hi[test] = model.quantiles_matrix(x)
+        floor[test], fold[test] = model.sigma_floor, k
+        for name in ("cai", "tai"):
+            baselines[name][test] = x[:, model.feature_names.index(name)]
+        baselines["ridge"][test] = ridge_predict(freq[train], y[train], freq[test])
+    spread = np.abs(hi - mu)
+    sigma, fold_scales = cross_fit_sigma(y, mu, spread, floor, fold)
+    surrogate = regression_metrics(y, mu, sigma)
+    surrogate.update({
+        "coverage_1sigma_uncalibrated": float(np.mean(np.abs(y - mu) <= sigma_from_spread(spread, 1.0, floor))),
+        "sigma_scale": sigma_calibration(y, mu, spread, floor),
+        "sigma_scale_fold_min": float(fold_scales.min()),
+        "sigma_scale_fold_max": float(fold_scales.max()),
+        "quantile_crossing_rate": float(np.mean(hi < mu)),
+        "sigma_at_floor_rate": float(np.mean(sigma <= np.fmax(floor, MIN_SIGMA))),
+    })
+    # CAI, tAI and ENC are scores, not predictions in label units: only their rank correlations mean something.
+    # ENC is negated (a lower effective number of codons, a stronger bias, goes with higher expression).
+    baselines["enc"] = -effective_number_of_codons(counts)
+    metrics = {"surrogate": surrogate, "baseline_ridge_codon_freq": regression_metrics(y, baselines["ridge"])}
+    for name in ("cai", "tai", "enc"):
+        if np.isfinite(baselines[name]).sum() >= 10:  # tAI: hosts with a tRNA table only
+            metrics[f"baseline_{name}"] = rank_metrics(y, baselines[name])
+    out_of_fold = {"rows": rows, "mu": mu, "hi": hi, "sigma": sigma, "sigma_floor": floor, "fold": fold, **baselines}
+    return metrics, out_of_fold, final
 
 
-def sigma_calibration(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
-    """Factor that makes |y - mu| <= factor * sigma hold for 68.3 % of out-of-fold predictions."""
-    ok = sigma > 0
-    if ok.sum() < 10:
-        return 1.0
-    return float(np.quantile(np.abs(y - mu)[ok] / sigma[ok], 0.6827))
+def ridge_predict(x: np.ndarray, y: np.ndarray, x_new: np.ndarray, alpha: float = 10.0) -> np.ndarray:
+    """Ridge regression (penalty ``alpha``) on standardised columns, solved by its normal equations:
+    StandardScaler + Ridge in closed form, fitted on ``x``, ``y`` and applied to ``x_new``."""
+    mean, scale = x.mean(axis=0), np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+    z = (x - mean) / scale
+    w = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+    return (x_new - mean) / scale @ w + y.mean()
 
 
 def top_importances(model: SurrogateModel, n: int = 20) -> list[tuple[str, float]]:
@@ -302,37 +372,63 @@ def top_importances(model: SurrogateModel, n: int = 20) -> list[tuple[str, float
 # What training reads of an enhanced dataset: the records' inputs, then the two possible targets.
 RECORD_COLUMNS = ["protein_id", "sequence", "host", "protein_aa", "protein_names", "gene_names", *EVO2_COLUMNS]
 TRAINING_COLUMNS = [*RECORD_COLUMNS, "measured_log10", "expression_value", "feature_backend"]
-MIN_MEASURED = 50  # fewer measured records than this: train on the enhanced estimate instead
+LOG10 = "log10"  # mu is the log10 measured level, in the host's own unit
+PER_HOST_Z = "per-host z of log10"  # mu is the level relative to the host's own records (transfer models)
+MIN_MEASURED = 50  # a host with fewer measured records has no labels of its own: its model is transferred
 
 
-def training_set(enhanced: pa.Table) -> TrainingSet:
-    """The target and inputs from enhanced records (one host or several).
+def measured_hosts(enhanced: pa.Table) -> list[str]:
+    """The hosts of ``enhanced`` with at least MIN_MEASURED measured records."""
+    measured = np.isfinite(enhanced["measured_log10"].to_numpy(zero_copy_only=False).astype(float))
+    hosts, counts = np.unique(np.array(enhanced["host"].to_pylist())[measured], return_counts=True)
+    return sorted(h for h, n in zip(hosts.tolist(), counts) if n >= MIN_MEASURED)
 
-    Target: log10 of the measured level where the partition has at least MIN_MEASURED measured records
-    (then only those records are used), else log10 of the enhanced estimate for every record. Mixing the
-    two in one target would put two unrelated scales on one axis, so a partition uses one or the other.
-    """
+
+def per_host_standardised(values: np.ndarray, host: np.ndarray) -> np.ndarray:
+    """Each host's values centred on its median and scaled by its robust spread (1.4826 MAD)."""
+    out = np.empty_like(values)
+    for key in np.unique(host):
+        mine = host == key
+        centre = np.median(values[mine])
+        spread = 1.4826 * np.median(np.abs(values[mine] - centre))
+        out[mine] = (values[mine] - centre) / (spread if spread > 0 else 1.0)
+    return out
+
+
+def training_set(enhanced: pa.Table, standardise_per_host: bool = False) -> TrainingSet:
+    """The measured records of the hosts with at least MIN_MEASURED of them, target log10 measured level.
+
+    ``standardise_per_host``: the target is each host's log10 level standardised within the host
+    (``per_host_standardised``). Hosts measure in different units (FPKM, copies per cell, normalised RNA),
+    so only the relative level within a host carries over to another host: transfer models learn that.
+
+    Only measurements are labels. The metadata estimate (``expression_value``) is built from length,
+    confidence, likelihood and codon entropy, which are the model's own features: trained on it, the model
+    would learn the heuristic back and cross-validation would measure that. A host without measurements
+    gets a transferred model instead (``add_transfer_host``)."""
     measured = enhanced["measured_log10"].to_numpy(zero_copy_only=False).astype(float)
-    if np.isfinite(measured).sum() >= MIN_MEASURED:
-        rows, target, source = np.flatnonzero(np.isfinite(measured)), measured, "measured"
-    else:
-        rows = np.arange(enhanced.num_rows)
-        target = np.log10(enhanced["expression_value"].to_numpy(zero_copy_only=False).astype(float))
-        source = "enhanced_estimate"
+    sources = measured_hosts(enhanced)
+    if not sources:
+        raise ValueError(f"no host has {MIN_MEASURED} or more measured values: nothing to train on (give a "
+                         "measured table, e.g. <alias>_measured.tsv beside the release file, or --measured)")
+    rows = np.flatnonzero(np.isfinite(measured) & np.isin(np.array(enhanced["host"].to_pylist()), sources))
     table = enhanced.select(RECORD_COLUMNS)
     if not every_row(rows, table.num_rows):
         table = table.take(pa.array(rows, pa.int64()))
+    host = np.array(table["host"].to_pylist())
+    target = per_host_standardised(measured[rows], host) if standardise_per_host else measured[rows]
     return TrainingSet(
         protein_id=table["protein_id"].combine_chunks(),
         sequences=table["sequence"],
         evo2={name: table[name].to_numpy(zero_copy_only=False).astype(float) for name in EVO2_COLUMNS},
-        target=target[rows],
-        host=np.array(table["host"].to_pylist()),
+        target=target,
+        host=host,
         protein=table["protein_aa"].combine_chunks(),
         protein_names=table["protein_names"].to_pylist(),
         gene_names=table["gene_names"].to_pylist(),
         measured=measured[rows],
-        label_source=source,
+        label_source="measured",
+        label_scale=PER_HOST_Z if standardise_per_host else LOG10,
     )
 
 

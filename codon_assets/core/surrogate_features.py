@@ -146,6 +146,19 @@ def take_records(array: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Arra
     return array if every_row(rows, len(array)) else array.take(pa.array(rows, pa.int64()))
 
 
+HOST_DESCRIPTORS = ("host_gc", "host_gc3", "host_codon_entropy")
+
+
+def host_descriptors(summed_counts: np.ndarray) -> np.ndarray:
+    """GC and GC3 of a host's CDS and the entropy (bits) of its sense-codon usage, from summed codon counts."""
+    counts = np.asarray(summed_counts, dtype=np.float64)
+    sense = counts[SENSE]
+    usage = sense / max(sense.sum(), 1.0)
+    entropy = -np.sum(usage[usage > 0] * np.log2(usage[usage > 0]))
+    return np.array([counts @ GC_PER_CODON / max(3 * counts.sum(), 1.0),
+                     sense @ GC3_CODON[SENSE] / max(sense.sum(), 1.0), entropy])
+
+
 @dataclass
 class FeatureBuilder:
     """Data-dependent feature settings, fitted on training records only."""
@@ -153,6 +166,9 @@ class FeatureBuilder:
     cai_weights: np.ndarray  # (64,) relative adaptiveness, NaN where there is no choice
     tai_weights: np.ndarray | None  # (64,) or None for hosts without a tRNA table
     cai_reference: str  # which records defined the CAI weights
+    # The host's own descriptors, constant over its records: GC and GC3 of its CDS and the entropy of its
+    # codon usage (bits). They let one model tell hosts apart without a host id, so it applies to new hosts.
+    descriptors: np.ndarray | None = None  # (3,); None in models saved before descriptors existed
 
     @classmethod
     def fit(cls, counts: np.ndarray, host_key: str, label: np.ndarray | None = None,
@@ -172,7 +188,7 @@ class FeatureBuilder:
                 reference, description = counts.sum(axis=0), f"all records ({len(counts)})"
         trna = bundled_trna_table(host_key)
         tai = tai_weights(read_trna_copy_numbers(trna)) if trna is not None else None
-        return cls(relative_adaptiveness(reference), tai, description)
+        return cls(relative_adaptiveness(reference), tai, description, host_descriptors(counts.sum(axis=0)))
 
     @property
     def rare_codons(self) -> np.ndarray:
@@ -186,6 +202,7 @@ class FeatureBuilder:
                "gc_5prime", "cai", "tai", "longest_rare_codon_run", "rare_codon_runs", "rare_codon_fraction",
                "longest_homopolymer", "homopolymers_ge6"]
             + list(EVO2_COLUMNS)
+            + (list(HOST_DESCRIPTORS) if self.descriptors is not None else [])
         )
 
     def transform(self, sequences: pa.Array | pa.ChunkedArray, evo2: dict[str, np.ndarray],
@@ -218,6 +235,8 @@ class FeatureBuilder:
                    f["gc_window_max"], f["gc_5prime"], cai, tai, f["longest_rare_codon_run"], f["rare_codon_runs"],
                    rare_fraction, f["longest_homopolymer"], f["homopolymers_ge6"]]
         columns += [np.asarray(evo2[name], dtype=np.float64) for name in EVO2_COLUMNS]
+        if self.descriptors is not None:
+            columns.append(np.broadcast_to(self.descriptors, (len(counts), len(self.descriptors))))
         return np.column_stack([c if c.ndim == 2 else c[:, None] for c in columns])
 
     def to_dict(self) -> dict:
@@ -226,6 +245,7 @@ class FeatureBuilder:
             "tai_weights": None if self.tai_weights is None else
             [None if not np.isfinite(w) else float(w) for w in self.tai_weights],
             "cai_reference": self.cai_reference,
+            "descriptors": None if self.descriptors is None else self.descriptors.tolist(),
         }
 
     @classmethod
@@ -233,4 +253,4 @@ class FeatureBuilder:
         def arr(values):
             return None if values is None else np.array([np.nan if v is None else v for v in values], dtype=float)
 
-        return cls(arr(d["cai_weights"]), arr(d["tai_weights"]), d["cai_reference"])
+        return cls(arr(d["cai_weights"]), arr(d["tai_weights"]), d["cai_reference"], arr(d.get("descriptors")))

@@ -10,12 +10,17 @@ and text) so the converter can reject it with a reason. Fields that must be exac
 be UTF-8; a row whose id or sequence is not is flagged for rejection. Free text with a stray byte (a
 Windows-1252 quote) is decoded with replacement characters and the row is kept, and counted. A file that
 cannot be read as this table at all raises ``InputError`` with one line a person can act on.
+
+The other input formats (gzip, CSV, Parquet, CDS FASTA) are recognised and read in ``input_formats``; they
+all end in ``assemble_release`` here, so the converter sees one column table whatever the file was.
+``read_release_table`` and ``read_header`` accept every format.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +80,10 @@ class ReleaseTable:
     # Row positions in ``table`` whose exact columns were not UTF-8, with those columns' names.
     invalid_text: dict[int, list[str]] = field(default_factory=dict)
     text_replaced_rows: int = 0  # rows kept whose free text had bytes replaced by U+FFFD
+    input_format: str = "tsv"  # as recognised from the content: tsv, csv, parquet or fasta, "+gzip" when compressed
+    # Row positions in ``table`` that the reader already knows to reject (reason code -> detail), e.g. a CDS
+    # FASTA header marking a pseudogene; the converter adds these to the reasons its own checks find.
+    record_problems: dict[int, dict[str, str]] = field(default_factory=dict)
 
     @property
     def rows_read(self) -> int:
@@ -82,7 +91,8 @@ class ReleaseTable:
 
 
 HEAD_BYTES = 1 << 16  # what is looked at for binary data
-TABLE_FILE = "a tab-separated table file"  # what an input table is expected to be, in refusals
+# What an input table is expected to be, in refusals.
+TABLE_FILE = "a protein/CDS table (TSV, CSV, Parquet or CDS FASTA, optionally gzip-compressed)"
 # What a user's file is when it is not text: its first bytes, and what to do about it.
 _NOT_TEXT: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "gzip-compressed data; decompress it first (gunzip)"),
@@ -150,29 +160,39 @@ class FileScan:
     lines: int  # physical lines, header included
 
 
-def scan_input_file(path: Path, expected: str) -> FileScan:
-    """Hash, first line and physical line count of a user's input file, read in blocks; or one clear
-    InputError (a folder, unreadable, not text)."""
-    _refuse_folder(path, expected)
-    digest, first_line, has_text, counter = hashlib.sha256(), b"", False, LineCounter()
+def file_blocks(path: Path, first: int = HEAD_BYTES, size: int = 1 << 20) -> Iterator[tuple[bytes, bytes]]:
+    """A file's bytes in blocks, as (bytes as stored, content) pairs: for a plain file both are the same
+    block (a compressed file's reader pairs each stored block with its decompressed content)."""
     try:
         with open(path, "rb") as handle:
-            block = handle.read(HEAD_BYTES)
-            _refuse_binary(path, block, expected)
+            block = handle.read(first)
             while block:
-                digest.update(block)
-                counter.feed(block)
-                has_text = has_text or re.search(rb"\S", block.removeprefix(b"\xef\xbb\xbf")) is not None
-                if not re.search(rb"[\r\n]", first_line):
-                    first_line += block
-                block = handle.read(1 << 20)
+                yield block, block
+                block = handle.read(size)
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def scan_input_file(path: Path, expected: str, blocks: Iterable[tuple[bytes, bytes]] | None = None) -> FileScan:
+    """Hash (of the bytes as stored), first line and physical line count (of the content) of a user's input
+    file, read in blocks; or one clear InputError (a folder, unreadable, not text). ``blocks`` are
+    (stored, content) pairs, for a compressed file; by default the file's own bytes."""
+    _refuse_folder(path, expected)
+    digest, first_line, has_text, counter, first = hashlib.sha256(), b"", False, LineCounter(), True
+    for raw, block in file_blocks(path) if blocks is None else blocks:
+        if first:
+            _refuse_binary(path, block[:HEAD_BYTES], expected)
+            first = False
+        digest.update(raw)
+        counter.feed(block)
+        has_text = has_text or re.search(rb"\S", block.removeprefix(b"\xef\xbb\xbf")) is not None
+        if not re.search(rb"[\r\n]", first_line):
+            first_line += block
     header = re.split(rb"\r\n|\r|\n", first_line.removeprefix(b"\xef\xbb\xbf"), maxsplit=1)[0]
     return FileScan(digest.hexdigest(), header, has_text, counter.lines)
 
 
-def _parse(path: Path, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]:
+def _parse(path: Path, header: list[str], compression: str | None = None) -> tuple[pa.Table, list[MalformedRow]]:
     malformed: list[MalformedRow] = []
 
     def on_invalid_row(row: pa_csv.InvalidRow) -> str:
@@ -181,8 +201,9 @@ def _parse(path: Path, header: list[str]) -> tuple[pa.Table, list[MalformedRow]]
         return "skip"
 
     table = pa_csv.read_csv(
-        # Read from disk in blocks (the file is never held whole), never decompressed by its name.
-        pa.input_stream(str(path), compression=None),
+        # Read from disk in blocks (the file is never held whole), decompressed only as the content says
+        # (``compression`` comes from its magic bytes), never by its name.
+        pa.input_stream(str(path), compression=compression),
         # Only single-threaded parsing numbers the rows it skips (and it is about as fast on 2 cores).
         # The header is named by us (stripped), so types apply whatever whitespace or CR the file has.
         read_options=pa_csv.ReadOptions(use_threads=False, block_size=1 << 24, column_names=header, skip_rows=1),
@@ -219,18 +240,16 @@ def _decode(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray | None
 
 
 def read_header(path: str | Path) -> list[str]:
-    """The column names of an input table, reading only its beginning (a check before work starts; the
-    whole file is read once, by ``read_release_table``), or one clear InputError."""
-    path = Path(path)
-    _refuse_folder(path, TABLE_FILE)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(HEAD_BYTES)
-            _refuse_binary(path, head, TABLE_FILE)
-            while not re.search(rb"[\r\n]", head) and (block := handle.read(1 << 20)):
-                head += block
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    """The column names of an input table in any supported format, reading only its beginning (a check
+    before work starts; the whole file is read once, by ``read_release_table``), or one clear InputError."""
+    from codon_assets.core.input_formats import read_input_header  # the formats build on this module
+
+    return read_input_header(Path(path))
+
+
+def tsv_header(path: Path, head: bytes) -> list[str]:
+    """The column names of a tab-separated table from the beginning of its content (through the first line
+    ending when there is one), or one clear InputError."""
     head = head.removeprefix(b"\xef\xbb\xbf")
     return _header_names(path, re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0], re.search(rb"\S", head) is not None)
 
@@ -244,6 +263,12 @@ def _header_names(path: Path, first_line: bytes, has_text: bool) -> list[str]:
         header = [name.strip() for name in first_line.decode("utf-8").split("\t")]
     except UnicodeDecodeError:
         raise InputError(f"{path}: the header is not UTF-8 text; is this a tab-separated table?") from None
+    return check_header(path, header)
+
+
+def check_header(path: Path, header: list[str]) -> list[str]:
+    """The header itself, or one clear InputError when it cannot be the release table's (no CDS or id
+    column, a repeated column)."""
     missing = [c for c in (SEQUENCE_COLUMN,) if c not in header]
     if not any(c in header for c in ID_COLUMNS):
         missing.append(" or ".join(ID_COLUMNS))
@@ -260,13 +285,22 @@ def _header_names(path: Path, first_line: bytes, has_text: bool) -> list[str]:
 
 
 def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTable:
-    """Parse one input file. ``limit`` keeps the first N data lines (malformed ones included)."""
-    path = Path(path)
-    scan = scan_input_file(path, TABLE_FILE)
+    """Parse one input file, in any supported format (recognised from its content, see ``input_formats``).
+    ``limit`` keeps the first N data lines (TSV) or records (CSV, FASTA, Parquet), malformed ones included."""
+    from codon_assets.core.input_formats import read_input_table  # the formats build on this module
+
+    return read_input_table(Path(path), limit)
+
+
+def read_tsv_table(path: Path, limit: int | None = None, blocks: Iterable[tuple[bytes, bytes]] | None = None,
+                   compression: str | None = None, input_format: str = "tsv") -> ReleaseTable:
+    """Parse one tab-separated input file, line by line. A gzip-compressed one passes its decompressed
+    ``blocks`` (for the line count) and ``compression="gzip"`` (for the parser)."""
+    scan = scan_input_file(path, TABLE_FILE, blocks)
     header = _header_names(path, scan.first_line, scan.has_text)
     try:
-        table, malformed = _parse(path, header)
-    except pa.ArrowInvalid as exc:
+        table, malformed = _parse(path, header, compression)
+    except (pa.ArrowInvalid, OSError) as exc:  # Arrow reports a damaged compressed stream as OSError
         reason = str(exc).splitlines()[0]
         raise InputError(f"{path}: not a readable tab-separated table ({reason})") from None
 
@@ -274,12 +308,24 @@ def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTab
     n_lines = table.num_rows + len(malformed)
     lines = np.arange(1, n_lines + 1, dtype=np.int64)
     source_rows = lines[~np.isin(lines, [m.source_row for m in malformed])]
-    # A line with no field content (an empty line, or tabs only) is no record.
-    blank = np.ones(table.num_rows, dtype=bool)
-    for name in header:
-        blank &= pc.equal(pc.binary_length(table[name]), 0).to_numpy(zero_copy_only=False)
+    return assemble_release(path, scan.sha256, header, table, source_rows, max(0, scan.lines - 1), malformed,
+                            limit=limit, input_format=input_format)
+
+
+def assemble_release(path: Path, sha256: str, header: list[str], table: pa.Table, source_rows: np.ndarray,
+                     data_lines: int, malformed: list[MalformedRow], *, limit: int | None = None,
+                     blank_records: bool = True, input_format: str = "tsv",
+                     problems: dict[int, dict[str, str]] | None = None) -> ReleaseTable:
+    """The release table of any input format, from its parsed records: ``table`` holds the file's columns
+    (named as in ``header``) as bytes, one row per record numbered by ``source_rows``; ``data_lines`` is
+    the independent count of what the file holds (lines after the header, or records); ``problems`` are
+    reasons the reader found, by source row. A record with no field content is blank (no record) when
+    ``blank_records``; ``limit`` keeps records numbered up to N."""
+    blank = np.full(table.num_rows, blank_records, dtype=bool)
+    if blank_records:
+        for name in header:
+            blank &= pc.equal(pc.binary_length(table[name]), 0).to_numpy(zero_copy_only=False)
     keep = ~blank
-    data_lines = max(0, scan.lines - 1)
     if limit is not None:
         malformed = [m for m in malformed if m.source_row <= limit]
         keep &= source_rows <= limit
@@ -302,9 +348,15 @@ def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTab
         else:
             replaced |= invalid
     replaced[list(invalid_text)] = False  # a rejected row is not counted as kept with replacements
+    record_problems = {}
+    if problems:
+        positions = np.searchsorted(source_rows, list(problems))
+        for row, position in zip(problems, positions.tolist()):
+            if position < len(source_rows) and source_rows[position] == row:
+                record_problems[position] = problems[row]
     return ReleaseTable(
         path=str(path),
-        sha256=scan.sha256,
+        sha256=sha256,
         n_bytes=path.stat().st_size,
         table=pa.table(columns),
         source_rows=pa.array(source_rows),
@@ -314,4 +366,6 @@ def read_release_table(path: str | Path, limit: int | None = None) -> ReleaseTab
         extra_columns=[c for c in header if c not in RELEASE_COLUMNS],
         invalid_text=invalid_text,
         text_replaced_rows=int(replaced.sum()),
+        input_format=input_format,
+        record_problems=record_problems,
     )

@@ -24,6 +24,10 @@ Seen in public clients, not in NVIDIA's text (handled defensively)
 * The hosted (vortex-backed) API reportedly names the logits layer ``"unembed"``; pass ``logits_layer``.
 * Large results may come back as a 302 redirect to a pre-signed URL; ``requests`` follows it and drops the
   Authorization header on the host change. A body that is a raw NPZ (zip magic ``PK``) is accepted as-is.
+* NVIDIA documents no model version in the ``/forward`` reply. Where a server gives one -- a string
+  ``"model_version"`` in the JSON body, else an ``X-Model-Version`` header -- it is recorded from every
+  successful reply (``served_versions``; a reply without one counts as ``UNREPORTED_VERSION``), so the
+  feature cache can tell the served model's versions apart.
 
 Scoring (Arc Institute's reference scoring, byte tokenizer A=65 C=67 G=71 T=84)
 -------------------------------------------------------------------------------
@@ -32,11 +36,12 @@ scored positions are bases 1..L-1 (base 0 has no context): the result has L-1 va
 here in float64 over the whole vocabulary. A vocabulary narrower than 85 cannot hold "T" and fails the record.
 Sequences must be upper-case ACGT; those of length <= 1 give an empty array without a request.
 
-Choices where the docs are silent
----------------------------------
-* Retried (up to ``max_attempts`` POSTs per record, exponential backoff with equal jitter, capped at
-  ``backoff_max_s``): HTTP 429, 5xx, connection errors, timeouts. ``Retry-After`` (seconds or HTTP date)
-  replaces the computed backoff, capped at 300 s. Other 4xx fail at once.
+Choices where the docs are silent (HTTP details: ``resources.evo2.nim_http``)
+-----------------------------------------------------------------------------
+* Retried (up to ``max_attempts`` POSTs per record; the policy is urllib3's ``Retry``): HTTP 429, 5xx (and
+  413 with ``Retry-After``, as urllib3 reads RFC 9110), connection errors, timeouts; exponential backoff with
+  equal jitter, capped at ``backoff_max_s``. ``Retry-After`` (integer seconds or HTTP date) replaces the
+  backoff, capped at 300 s. Other 4xx fail at once.
 * A malformed or truncated body (bad JSON / base64 / NPZ, missing layer, short read) is retried once --
   it may be a broken transfer -- and fails the record if it happens again.
 * Wrong shape / length / vocabulary fails at once (deterministic; a retry would not help).
@@ -46,23 +51,16 @@ Choices where the docs are silent
   A server answering 202 forever is thus stopped by ``max_poll_s`` or the record deadline, whichever is first.
 * The rate limit (token bucket, ``burst`` tokens, shared by all worker threads) covers every POST, retries
   included; status polls are paced by ``poll_interval_s`` instead.
-* The API key is read from the environment variable named ``api_key_env`` at each request, never stored on
-  the object, never logged, and scrubbed from every message this module builds: any text from the server or
-  an exception is redacted *before* it is cut to length (so no part of a key straddling the cut survives).
-  Redaction replaces the key itself, the value of any ``Authorization`` header line (a proxy may echo the
-  request headers back) and the token after any ``Bearer``.
+* The API key is read with ``codon_assets.settings.secret(api_key_env)`` at each request, never stored on
+  the object, never logged, and redacted from every message built here, before any cut to length.
 * Deadlines (all on the real ``time.monotonic`` clock, never on the injectable ``clock``, which only paces
-  backoff, polling and the rate limit): ``timeout_s`` bounds each socket read, so a server that trickles its
-  body byte by byte would never trip it. Each HTTP exchange (the POST and every status poll) is therefore
-  streamed and must complete within ``request_deadline_s`` (default ``2 * timeout_s`` = 120 s: a slow but
-  honest model run plus the transfer of a large result); the body is read in chunks with the deadline
-  checked between them, and no socket read may wait past it. Past it the attempt fails as a retryable
-  ``timeout``. (The response headers are read inside http.client, where only the per-read timeout --
-  capped at what is left of the deadline -- applies.)
-  A record, all attempts, backoff and polling included, must finish within ``record_deadline_s`` (default
-  ``request_deadline_s + max_poll_s`` = 720 s: the whole polling window after one full-length POST is
-  honoured, and retries of slow requests share that budget however large ``max_attempts`` is). A retry whose
-  backoff would end past it is not made.
+  backoff, polling and the rate limit): each HTTP exchange (the POST and every status poll) must complete,
+  body included, within ``request_deadline_s`` (default ``2 * timeout_s`` = 120 s: a slow but honest model
+  run plus the transfer of a large result), else the attempt fails as a retryable ``timeout``; ``timeout_s``
+  bounds each socket read. A record, all attempts, backoff and polling included, must finish within
+  ``record_deadline_s`` (default ``request_deadline_s + max_poll_s`` = 720 s: the whole polling window after
+  one full-length POST is honoured, and retries of slow requests share that budget however large
+  ``max_attempts`` is). A retry whose backoff would end past it is not made.
 * Interrupts: if the caller's thread is interrupted (Ctrl-C) or fails while ``logprobs`` waits, pending
   records are cancelled, the workers are told to stop (they check between body chunks, before each attempt
   and during backoff, rate-limit and poll sleeps), the sessions are closed and the exception propagates.
@@ -72,86 +70,43 @@ Choices where the docs are silent
 from __future__ import annotations
 
 import base64
-import email.utils
 import io
 import json
 import logging
-import os
-import queue
 import random
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
 
 import numpy as np
 import requests
-import urllib3
-from urllib3.exceptions import DecodeError, HTTPError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import MaxRetryError
+
+from resources.evo2.nim_http import (
+    NVCF_STATUS_URL,
+    RETRY_STATUSES,
+    NimError,
+    NimTransport,
+    RetryPolicy,
+    Stopped,
+    TokenBucket,
+    redact,
+    snippet,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/biology/arc/evo2/forward"
-NVCF_STATUS_URL = "https://api.nvcf.nvidia.com/v2/nvcf/pexec/status/{request_id}"
 TOKEN_IDS = {"A": 65, "C": 67, "G": 71, "T": 84}  # Evo 2 byte tokenizer: token id = ASCII code
 _MIN_VOCAB = max(TOKEN_IDS.values()) + 1
-_RETRY_AFTER_CAP_S = 300.0
-_CHUNK_BYTES = 1 << 16
 _WAIT_SLICE_S = 0.1
 _LUT = np.full(256, -1, dtype=np.int64)
 for _base, _tok in TOKEN_IDS.items():
     _LUT[ord(_base)] = _tok
-# The value of an Authorization header line (as text, JSON or a dict repr), then any bearer token.
-_AUTH_HEADER = re.compile(r"""(?i)(authorization["']?\s*[:=]\s*["']?)[^\r\n"']+""")
-_BEARER = re.compile(r"""(?i)(\bbearer\s+)[^\s"',;]+""")
-
-
-class NimError(RuntimeError):
-    """Why one record failed.
-
-    ``kind``: http | timeout | connection | malformed | layout | poll_timeout | input | cancelled | unexpected.
-    """
-
-    def __init__(self, kind: str, message: str, *, status: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None, attempts: int = 0) -> None:
-        super().__init__(message)
-        self.kind, self.status, self.retryable = kind, status, retryable
-        self.retry_after, self.attempts = retry_after, attempts
-
-
-class _Stopped(Exception):
-    """The batch was interrupted: a worker unwinds without retrying or logging."""
-
-
-class TokenBucket:
-    """Requests-per-minute limiter shared by threads.
-
-    Each caller reserves a token under the lock (the balance may go negative) and sleeps for its own
-    deficit outside it, so concurrent callers queue up at exact 60/rpm spacing without busy-waiting.
-    """
-
-    def __init__(self, per_minute: float, burst: int = 1, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if per_minute <= 0 or burst < 1:
-            raise ValueError("per_minute must be > 0 and burst >= 1")
-        self._rate, self._cap = per_minute / 60.0, float(burst)
-        self._clock, self._sleep = clock, sleep
-        self._tokens, self._last = float(burst), clock()
-        self._lock = threading.Lock()
-
-    def acquire(self, sleep: Callable[[float], None] | None = None) -> float:
-        """Take one token, sleeping as long as needed (with ``sleep`` if given); returns the wait."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self._cap, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            self._tokens -= 1.0
-            wait_s = -self._tokens / self._rate if self._tokens < 0 else 0.0
-        if wait_s > 0:
-            (sleep or self._sleep)(wait_s)
-        return wait_s
+MODEL_VERSION_FIELD = "model_version"  # JSON body field naming the served model's version, when a server sends it
+MODEL_VERSION_HEADER = "X-Model-Version"  # ... or this response header
+UNREPORTED_VERSION = "unreported"  # what a successful reply without either counts as
 
 
 class NimEvo2Scorer:
@@ -189,28 +144,31 @@ class NimEvo2Scorer:
     ) -> None:
         if max_attempts < 1 or max_concurrency < 1:
             raise ValueError("max_attempts and max_concurrency must be >= 1")
-        if not hasattr(urllib3.HTTPResponse, "read1"):  # fail here, not as an AttributeError on every record
-            raise RuntimeError("NimEvo2Scorer needs urllib3 >= 2.3 (HTTPResponse.read1) to enforce its deadlines")
         self.url = base_url.rstrip("/") + "/" + path.lstrip("/")
         self.api_key_env, self.logits_layer, self.model_version = api_key_env, logits_layer, model_version
-        self.max_concurrency, self.timeout_s, self.max_attempts = max_concurrency, timeout_s, max_attempts
-        self.request_deadline_s = 2 * timeout_s if request_deadline_s is None else request_deadline_s
-        self.record_deadline_s = (self.request_deadline_s + max_poll_s if record_deadline_s is None
-                                  else record_deadline_s)
-        if timeout_s <= 0 or self.request_deadline_s <= 0 or self.record_deadline_s <= 0:
+        self.max_concurrency, self.max_attempts = max_concurrency, max_attempts
+        request_deadline_s = 2 * timeout_s if request_deadline_s is None else request_deadline_s
+        self.record_deadline_s = request_deadline_s + max_poll_s if record_deadline_s is None else record_deadline_s
+        if timeout_s <= 0 or request_deadline_s <= 0 or self.record_deadline_s <= 0:
             raise ValueError("timeout_s, request_deadline_s and record_deadline_s must be > 0")
-        self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
-        self.poll_url = poll_url or NVCF_STATUS_URL
-        self.poll_interval_s, self.max_poll_s = poll_interval_s, max_poll_s
-        self._sleep, self._clock = sleep, clock
-        self._rng = rng or random.Random()
-        self._rng_lock = threading.Lock()
+        self._http = NimTransport(api_key_env=api_key_env, timeout_s=timeout_s,
+                                  request_deadline_s=request_deadline_s, record_deadline_s=self.record_deadline_s,
+                                  poll_url=poll_url or NVCF_STATUS_URL, poll_interval_s=poll_interval_s,
+                                  max_poll_s=max_poll_s, clock=clock, sleep=sleep)
+        # Each record starts from this policy (Retry objects are immutable: increment returns a new one).
+        self._retry = RetryPolicy(total=max_attempts - 1, status_forcelist=RETRY_STATUSES,
+                                  allowed_methods=frozenset({"POST"}), respect_retry_after_header=True,
+                                  backoff_factor=backoff_base_s, backoff_max=backoff_max_s, rng=rng)
         self._limiter = (TokenBucket(requests_per_minute, burst, clock=clock, sleep=sleep or time.sleep)
                          if requests_per_minute else None)
-        # requests.Session is not documented as thread-safe: one per worker, reused across calls.
-        self._sessions: queue.SimpleQueue[requests.Session] = queue.SimpleQueue()
-        self._all_sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
+        self._served: set[str] = set()  # model versions the server reported in successful replies
+        self._served_lock = threading.Lock()
+
+    def served_versions(self) -> frozenset[str]:
+        """The model versions named by this scorer's successful replies so far (``UNREPORTED_VERSION`` for a
+        reply that named none); empty before the first success."""
+        with self._served_lock:
+            return frozenset(self._served)
 
     def __repr__(self) -> str:  # deliberately lists the key's variable name only, never its value
         return (f"NimEvo2Scorer(url={self.url!r}, logits_layer={self.logits_layer!r}, "
@@ -219,11 +177,7 @@ class NimEvo2Scorer:
     __str__ = __repr__
 
     def close(self) -> None:
-        with self._sessions_lock:
-            for s in self._all_sessions:
-                s.close()
-            self._all_sessions.clear()
-            self._sessions = queue.SimpleQueue()
+        self._http.close()
 
     def __enter__(self) -> NimEvo2Scorer:
         return self
@@ -261,42 +215,44 @@ class NimEvo2Scorer:
     def _score_safely(self, index: int, sequence: str, stop: threading.Event) -> np.ndarray | Exception:
         try:
             return self._score(index, sequence, stop)
-        except _Stopped:
+        except Stopped:
             return NimError("cancelled", "the batch was interrupted before this record finished")
         except Exception as exc:  # the contract: a failure belongs to its record, never to the batch
             if isinstance(exc, NimError):
                 return exc
-            return NimError("unexpected", self._redact(f"{type(exc).__name__}: {exc}"))
+            return NimError("unexpected", redact(f"{type(exc).__name__}: {exc}", self.api_key_env))
 
     def _score(self, index: int, sequence: str, stop: threading.Event) -> np.ndarray:
         targets = _token_ids(sequence)
         if len(sequence) <= 1:
             return np.empty(0, dtype=np.float64)
         record_deadline = time.monotonic() + self.record_deadline_s
-        last: NimError | None = None
-        malformed = 0
-        out_of_time = ""
-        for attempt in range(1, self.max_attempts + 1):
+        retry, malformed, out_of_time = self._retry, 0, ""
+        while True:
+            attempt = len(retry.history) + 1
             if stop.is_set():
-                raise _Stopped
+                raise Stopped
             if self._limiter is not None:
-                self._limiter.acquire(sleep=lambda s: self._pause(s, stop))
+                self._limiter.acquire(sleep=lambda s: self._http.pause(s, stop))
             try:
-                with self._session() as session:
+                with self._http.session() as session:
                     return self._attempt(session, sequence, targets, record_deadline, stop)
             except NimError as err:
                 last = err
-                malformed += err.kind == "malformed"
-                if not err.retryable or attempt == self.max_attempts or malformed > 1:
-                    break
-                delay = self._backoff(attempt, err.retry_after)
-                if time.monotonic() + delay >= record_deadline:
-                    out_of_time = f" (record deadline of {self.record_deadline_s:g}s reached)"
-                    break
-                log.warning("NIM Evo2 record %d: attempt %d/%d failed (%s); retrying in %.2fs",
-                            index, attempt, self.max_attempts, err, delay)
-                self._pause(delay, stop)
-        assert last is not None
+            malformed += last.kind == "malformed"
+            if not last.retryable or malformed > 1:
+                break
+            try:
+                retry = retry.increment(method="POST", url=self.url, error=last)
+            except MaxRetryError:  # max_attempts used up
+                break
+            delay = retry.get_backoff_time() if last.retry_after is None else last.retry_after
+            if time.monotonic() + delay >= record_deadline:
+                out_of_time = f" (record deadline of {self.record_deadline_s:g}s reached)"
+                break
+            log.warning("NIM Evo2 record %d: attempt %d/%d failed (%s); retrying in %.2fs",
+                        index, attempt, self.max_attempts, last, delay)
+            self._http.pause(delay, stop)
         return_err = NimError(last.kind, f"NIM Evo2 forward failed after {attempt} attempt(s){out_of_time}: "
                                          f"{last}", status=last.status, attempts=attempt)
         log.error("NIM Evo2 record %d failed: %s", index, return_err)
@@ -305,85 +261,35 @@ class NimEvo2Scorer:
     def _attempt(self, session: requests.Session, sequence: str, targets: np.ndarray, record_deadline: float,
                  stop: threading.Event) -> np.ndarray:
         body = {"sequence": sequence, "output_layers": [self.logits_layer]}
-        status, headers, content = self._exchange(session, "POST", self.url, record_deadline, stop, json=body)
+        status, headers, content = self._http.exchange(session, "POST", self.url, record_deadline, stop, json=body)
         if status == 202:
-            status, headers, content = self._poll(session, headers, record_deadline, stop)
+            status, headers, content = self._http.poll(session, headers, record_deadline, stop)
         if 200 <= status < 300:
-            return self._decode(content, sequence, targets)
-        snippet = self._snippet(content.decode("utf-8", errors="replace").strip(), 200)
-        if status == 429 or status >= 500:
-            raise NimError("http", f"HTTP {status}: {snippet}", status=status, retryable=True,
-                           retry_after=_retry_after(headers.get("Retry-After")))
+            logprobs, version = self._decode(content, sequence, targets)
+            version = version or _header_version(headers)
+            # It names cache folders: a server that echoed credentials into it must not put them on disk.
+            version = redact(version, self.api_key_env) if version else UNREPORTED_VERSION
+            with self._served_lock:
+                self._served.add(version)
+            return logprobs
+        text = snippet(content.decode("utf-8", errors="replace").strip(), 200, self.api_key_env)
+        retry_after = self._retry.retry_after(headers)
+        # Classified as the record's POST: a failed poll is retried by re-submitting the record.
+        if self._retry.is_retry("POST", status, has_retry_after=retry_after is not None):
+            raise NimError("http", f"HTTP {status}: {text}", status=status, retryable=True, retry_after=retry_after)
         hint = f" (is ${self.api_key_env} set and valid?)" if status in (401, 403) else ""
-        raise NimError("http", f"HTTP {status}{hint}: {snippet}", status=status)
+        raise NimError("http", f"HTTP {status}{hint}: {text}", status=status)
 
-    def _poll(self, session: requests.Session, accepted: Mapping[str, str], record_deadline: float,
-              stop: threading.Event) -> tuple[int, Mapping[str, str], bytes]:
-        request_id = accepted.get("NVCF-REQID")
-        if not request_id:
-            raise NimError("malformed", "HTTP 202 without an NVCF-REQID header to poll", status=202, retryable=True)
-        url = self.poll_url.format(request_id=request_id) if "{request_id}" in self.poll_url \
-            else self.poll_url.rstrip("/") + "/" + request_id
-        deadline = self._clock() + self.max_poll_s
-        status, headers, content = 202, accepted, b""
-        while status == 202:
-            if self._clock() >= deadline:
-                raise NimError("poll_timeout", f"result not ready after polling for {self.max_poll_s:g}s", status=202)
-            self._pause(self.poll_interval_s, stop)
-            status, headers, content = self._exchange(session, "GET", url, record_deadline, stop)
-        return status, headers, content
-
-    def _exchange(self, session: requests.Session, method: str, url: str, record_deadline: float,
-                  stop: threading.Event, **kwargs: object) -> tuple[int, Mapping[str, str], bytes]:
-        """One HTTP request and its whole body, within ``request_deadline_s`` and the record's deadline."""
-        if stop.is_set():
-            raise _Stopped
-        deadline = min(time.monotonic() + self.request_deadline_s, record_deadline)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise self._timeout_error()
-        try:
-            resp = session.request(method, url, headers=self._headers(), timeout=min(self.timeout_s, remaining),
-                                   stream=True, **kwargs)
-        except requests.RequestException as exc:
-            raise self._transport_error(exc) from None
-        try:
-            return resp.status_code, resp.headers, self._read_body(resp, deadline, stop)
-        finally:
-            resp.close()  # after a complete body the connection is already back in the pool; else it is dropped
-
-    def _read_body(self, resp: requests.Response, deadline: float, stop: threading.Event) -> bytes:
-        # read1 returns whatever one socket read yields, so the clock and the stop signal are checked even
-        # when a server trickles its body (requests' iter_content would block until a whole chunk arrived).
-        raw, chunks = resp.raw, []
-        try:
-            while True:
-                if stop.is_set():
-                    raise _Stopped
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._timeout_error()
-                sock = getattr(raw.connection, "sock", None)
-                if sock is not None:  # no single read may wait past the deadline
-                    sock.settimeout(min(self.timeout_s, remaining))
-                chunk = raw.read1(_CHUNK_BYTES, decode_content=True)
-                if not chunk:
-                    return b"".join(chunks)
-                chunks.append(chunk)
-        except ReadTimeoutError:
-            raise self._timeout_error() from None
-        except (ProtocolError, DecodeError) as exc:  # short read, reset mid-body, bad gzip
-            raise NimError("malformed", f"truncated response body ({type(exc).__name__})", retryable=True) from None
-        except (HTTPError, OSError) as exc:
-            raise NimError("connection", f"connection error while reading the body ({type(exc).__name__})",
-                           retryable=True) from None
-
-    def _decode(self, content: bytes, sequence: str, targets: np.ndarray) -> np.ndarray:
+    def _decode(self, content: bytes, sequence: str, targets: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """(log-probabilities, the model version the body names, if any)."""
+        version = None
         try:
             if content[:2] == b"PK":  # raw NPZ, e.g. a redirected large result
                 npz_bytes = content
             else:
                 payload = json.loads(content)
+                if isinstance(payload, dict):
+                    version = _clean_version(payload.get(MODEL_VERSION_FIELD))
                 data = payload.get("data") if isinstance(payload, dict) else None
                 if not isinstance(data, str) or not data:
                     raise ValueError("response JSON has no base64 'data' field")
@@ -395,75 +301,21 @@ class NimEvo2Scorer:
                     raise ValueError(f"layer {self.logits_layer!r} not in the NPZ (arrays: {names[:10]})")
                 logits = npz[key]
         except Exception as exc:  # any unreadable body (JSON, base64, zip, npy) is "malformed"
-            raise NimError("malformed", f"malformed response body: {self._snippet(str(exc), 300)}",
+            raise NimError("malformed", f"malformed response body: {snippet(str(exc), 300, self.api_key_env)}",
                            retryable=True) from None
-        return _logprobs_from_logits(logits, len(sequence), targets)
+        return _logprobs_from_logits(logits, len(sequence), targets), version
 
-    # ------------------------------------------------------------------ helpers
 
-    def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env, "")
-        headers = {"Accept": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+def _clean_version(value: object) -> str | None:
+    """A reported model version as a short single-line string, or None when absent or not a string."""
+    if not isinstance(value, str):
+        return None
+    value = " ".join(value.split())[:200]
+    return value or None
 
-    def _redact(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env, "")
-        if len(key) >= 4:
-            text = text.replace(key, "***")
-        return _BEARER.sub(r"\1***", _AUTH_HEADER.sub(r"\1***", text))
 
-    def _snippet(self, text: str, limit: int) -> str:
-        # Redact first: cutting first could split a key and leave a piece that no longer matches.
-        return self._redact(text)[:limit]
-
-    def _timeout_error(self) -> NimError:
-        return NimError("timeout", f"request timed out (read timeout {self.timeout_s:g}s, request deadline "
-                                   f"{self.request_deadline_s:g}s, record deadline {self.record_deadline_s:g}s)",
-                        retryable=True)
-
-    def _transport_error(self, exc: requests.RequestException) -> NimError:
-        # Only connecting, sending and reading the headers happen inside requests (the body is _read_body's).
-        name = type(exc).__name__
-        if isinstance(exc, requests.Timeout):
-            return self._timeout_error()
-        if isinstance(exc, requests.ConnectionError):
-            return NimError("connection", f"connection error ({name})", retryable=True)
-        return NimError("connection", f"request failed ({name}): {self._snippet(str(exc), 200)}", retryable=False)
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), _RETRY_AFTER_CAP_S)
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        with self._rng_lock:
-            return cap / 2 + self._rng.uniform(0, cap / 2)  # equal jitter: spreads threads, keeps growth
-
-    def _pause(self, seconds: float, stop: threading.Event) -> None:
-        """Backoff / poll / rate-limit sleep; raises ``_Stopped`` if the batch was interrupted meanwhile."""
-        if self._sleep is None:
-            stop.wait(seconds)  # a real sleep that an interrupt ends at once
-        else:
-            self._sleep(seconds)
-        if stop.is_set():
-            raise _Stopped
-
-    @contextmanager
-    def _session(self) -> Iterator[requests.Session]:
-        try:
-            session = self._sessions.get_nowait()
-        except queue.Empty:
-            session = requests.Session()
-            with self._sessions_lock:
-                self._all_sessions.append(session)
-        try:
-            yield session
-        finally:
-            with self._sessions_lock:
-                if any(s is session for s in self._all_sessions):
-                    self._sessions.put(session)
-                else:  # close() ran while this worker held it (an interrupt): do not resurrect it
-                    session.close()
+def _header_version(headers: Mapping[str, str]) -> str | None:
+    return _clean_version(headers.get(MODEL_VERSION_HEADER))  # requests' headers: case-insensitive
 
 
 def _token_ids(sequence: str) -> np.ndarray:
@@ -494,16 +346,3 @@ def _logprobs_from_logits(logits: np.ndarray, length: int, targets: np.ndarray) 
     m = x.max(axis=1, keepdims=True)
     lse = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))  # stable log-sum-exp per position
     return x[np.arange(length - 1), targets[1:]] - lse
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(when.timestamp() - time.time(), 0.0)

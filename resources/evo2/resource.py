@@ -13,11 +13,12 @@ from pydantic import PrivateAttr
 
 from codon_assets.core.features import BatchScorer, MarkovBatchScorer, TokenBatchScorer
 from codon_assets.core.markov import MarkovCdsModel
-from resources.evo2.cache import FeatureCache
-from resources.paths import storage_root
+from resources.evo2.cache import FeatureCache, checkpoint_identity
+from codon_assets.settings import storage_root
 
 
 _WORKERS = os.cpu_count() or 1  # counting and scoring threads of the markov backend
+_VERSION_PROBE = "ACGTACGT"  # scored once, only to learn which model a NIM serves (see Evo2Resource.cache)
 
 
 @lru_cache(maxsize=2)
@@ -67,10 +68,14 @@ class Evo2Resource(dg.ConfigurableResource):
     progress_every: int = 10_000  # log progress after about this many scored records
 
     _token_scorer: object = PrivateAttr(default=None)
+    _checkpoint: str | None = PrivateAttr(default=None)  # content identity of local_path (cache key)
+    _probed: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Load the model up front (once per process), not inside the first batch.
         if self.backend == "evo2":
+            # Before the weights are read: both happen once per process, so the identity names what is loaded.
+            self._checkpoint = checkpoint_identity(self.local_path)
             self._token_scorer = _load_evo2(self.model_name, self.local_path, self.device, self.batch_size,
                                             self.max_context)
         elif self.backend == "nim":
@@ -111,4 +116,40 @@ class Evo2Resource(dg.ConfigurableResource):
         return self.records_per_batch or {"markov": 50_000, "evo2": 256, "nim": 64}[self.backend]
 
     def cache(self) -> FeatureCache:
-        return FeatureCache(Path(self.cache_dir) if self.cache_dir else storage_root() / "feature_cache")
+        """The feature cache, keyed by everything that decides this backend's scores (see ``cache_settings``;
+        for ``nim`` also by the model version the server reports, when it reports one)."""
+        root = Path(self.cache_dir) if self.cache_dir else storage_root() / "feature_cache"
+        reports = self.backend == "nim" and hasattr(self._token_scorer, "served_versions")
+        served = self._served_version if reports else None
+        return FeatureCache(root, self.cache_settings(), served)
+
+    def cache_settings(self) -> dict[str, object]:
+        """What decides the scores beyond the backend and model version: nothing for ``markov`` (its version
+        names the order, folds, pseudo-count and training set); for ``evo2`` the checkpoint (its resolved
+        local path and content identity; both None for the named model from the hub) and what the loaded
+        scorer reports (context length, window overlap, precision); for ``nim`` the endpoint path."""
+        if self.backend == "markov":
+            return {}
+        if self._token_scorer is None:
+            raise RuntimeError("Evo2Resource was used outside a Dagster execution; call setup_for_execution")
+        if self.backend == "nim":
+            return {"endpoint_path": self.nim_path}
+        report = getattr(self._token_scorer, "cache_settings", None)
+        return {
+            "local_path": str(Path(self.local_path).expanduser().resolve()) if self.local_path else None,
+            "checkpoint": self._checkpoint,
+            "max_context": self.max_context,
+            **(report() if callable(report) else {}),
+        }
+
+    def _served_version(self, probe: bool) -> str | None:
+        """The model version(s) the NIM named in its replies so far ("a+b" if it changed mid-run: such rows
+        are never reused by a run that sees one version); None before any reply. With ``probe``, and no reply
+        yet, one short sequence is scored to ask (once: a failed probe is not repeated)."""
+        scorer = self._token_scorer
+        versions = scorer.served_versions()
+        if not versions and probe and not self._probed:
+            self._probed = True
+            scorer.logprobs([_VERSION_PROBE])
+            versions = scorer.served_versions()
+        return "+".join(sorted(versions)) if versions else None

@@ -43,6 +43,14 @@ def _logits_of(output: Any) -> torch.Tensor:
     return output
 
 
+def _parameter_dtypes(model: Any) -> list[str]:
+    """The dtypes of a model's parameters (``evo2.Evo2`` keeps its network in ``.model``); [] if unknown."""
+    module = model if isinstance(model, torch.nn.Module) else getattr(model, "model", None)
+    if not isinstance(module, torch.nn.Module):
+        return []
+    return sorted({str(p.dtype).removeprefix("torch.") for p in module.parameters()})
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
@@ -162,10 +170,26 @@ class Evo2TorchScorer:
         # Some record broke the batch: isolate it so the others still succeed.
         return [result for chunk in chunks for result in self._score_group([chunk])]
 
+    def _bf16_autocast(self) -> bool:
+        return self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+        if self._bf16_autocast():
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @property
+    def precision(self) -> str:
+        """How the forward pass computes: bf16 autocast (a GPU that supports it) or none, and the dtypes of
+        the model's parameters, e.g. ``"autocast-bf16;params=bfloat16+float32"``."""
+        autocast = "autocast-bf16" if self._bf16_autocast() else "no-autocast"
+        return f"{autocast};params={'+'.join(_parameter_dtypes(self.model)) or 'unknown'}"
+
+    def cache_settings(self) -> dict[str, object]:
+        """What, besides the checkpoint, decides the scores (part of the feature cache key): the window
+        length, the overlap of consecutive windows, and the precision. The batch size is left out: it decides
+        which rows share a forward pass (right-padded, causal), not what a row is scored with."""
+        return {"max_context": self.max_context, "window_overlap": self.window_overlap, "precision": self.precision}
 
     def _forward(self, chunks: list[_Chunk]) -> list[np.ndarray]:
         width = max(c.ids.numel() for c in chunks)

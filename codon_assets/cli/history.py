@@ -53,7 +53,8 @@ def resolve_target(asset: str, host: str | None, storage: str | None = None) -> 
     ``storage``, a folder or URL)."""
     import dagster as dg
 
-    from codon_assets.definitions import build_resources, defs
+    from codon_assets.definitions import defs
+    from codon_assets.defs.resources import build_resources
     from resources.io_manager import ParquetIOManager
 
     graph = defs.resolve_asset_graph()
@@ -191,8 +192,8 @@ def rollback(target: Target, run: str) -> dict:
     """Make the stored version of ``run`` the target's current table and record that in the instance."""
     import dagster as dg
 
-    from codon_assets import run_guard
-    from resources.paths import dagster_home
+    from codon_assets.cli import run_guard
+    from codon_assets.settings import dagster_home
 
     with dg.DagsterInstance.get() as instance:
         version = _find_version(target, run, instance)

@@ -3,7 +3,7 @@ the code location's, which places every step by its tag (codon_assets.deployment
 
 import dagster as dg
 
-from codon_assets.partitions import host_partitions
+from codon_assets.asset_specs import host_partitions
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -13,7 +13,7 @@ ingest_job = dg.define_asset_job(
 )
 features_job = dg.define_asset_job(
     "features_job",
-    selection=dg.AssetSelection.assets("evo2_features"),
+    selection=dg.AssetSelection.assets("markov_model", "evo2_features"),
     partitions_def=host_partitions,
     description="Language-model features of a host's converted records (the step goes to the GPU container or pod in the docker and k8s profiles).",
 )
@@ -26,7 +26,8 @@ model_job = dg.define_asset_job(
 host_graph_job = dg.define_asset_job(
     "host_graph_job",
     selection=dg.AssetSelection.assets(
-        "raw_tsv", "converted_dataset", "converted_rejects", "evo2_features", "enhanced_dataset", "surrogate_model",
+        "raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features", "enhanced_dataset",
+        "surrogate_model",
         "codon_designs",
     ),
     partitions_def=host_partitions,
@@ -43,5 +44,3 @@ design_job = dg.define_asset_job(
     partitions_def=host_partitions,
     description="Codon designs for a host's target proteins against its latest surrogate.",
 )
-
-ALL_JOBS = [ingest_job, features_job, model_job, host_graph_job, unified_model_job, design_job]

@@ -1,10 +1,7 @@
-"""Keeps a killed or interrupted command-line run from blocking the instance.
-
-The CLI executes its runs in its own process, with no daemon or run launcher to notice when that process dies:
-its run would stay STARTED and keep the pool slots (the one `gpu` slot) its steps claimed. These helpers tag
-each run with the identity of its process, reap runs whose process is gone, say who holds a slot a run waits
-for, turn SIGINT/SIGTERM into a canceled run, and serialise the runs of one host partition.
-"""
+"""Keeps a killed or interrupted command-line run from blocking the instance. The CLI runs in its own process,
+with no daemon to notice when it dies: its run would stay STARTED holding its pool slots. These helpers tag each
+run with its process, reap runs whose process is gone, say who holds a slot a run waits for, turn SIGINT/SIGTERM
+into a canceled run, and serialise the runs of one host partition."""
 
 from __future__ import annotations
 
@@ -22,14 +19,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
-
 PID_TAG = "codon_assets/pid"
 HOSTNAME_TAG = "codon_assets/hostname"
 PROCESS_START_TAG = "codon_assets/process_start"
 PID_NAMESPACE_TAG = "codon_assets/pid_namespace"
-
 Say = Callable[[str], None]
-
 _HAS_PROC = os.path.exists("/proc/self/stat")
 
 
@@ -88,7 +82,7 @@ def process_tags() -> dict[str, str]:
     return tags
 
 
-def _own_runs(instance: DagsterInstance, statuses: Sequence[DagsterRunStatus] | None = None) -> list[DagsterRun]:
+def own_runs(instance: DagsterInstance, statuses: Sequence[DagsterRunStatus] | None = None) -> list[DagsterRun]:
     """The runs this process launched (with `process_tags()`)."""
     from dagster import RunsFilter
 
@@ -171,7 +165,7 @@ def fail_orphaned_runs(instance: DagsterInstance, *, say: Say = _print_stderr) -
             continue
         gone = f"worker process {run.tags[PID_TAG]} is gone"
         canceling = run.status == DagsterRunStatus.CANCELING
-        message = f"{gone} (killed?): marked {'canceled' if canceling else 'failed'} by codon_assets.run_guard"
+        message = f"{gone} (killed?): marked {'canceled' if canceling else 'failed'} by codon_assets.cli.run_guard"
         if canceling:
             instance.report_run_canceled(run, message)
         else:
@@ -253,7 +247,7 @@ def _slot_wait_lines(instance: DagsterInstance, run_id: str | None = None) -> li
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
-    waiting = {run_id} if run_id else {run.run_id for run in _own_runs(instance, [DagsterRunStatus.STARTED])}
+    waiting = {run_id} if run_id else {run.run_id for run in own_runs(instance, [DagsterRunStatus.STARTED])}
     if not waiting & storage.get_concurrency_run_ids():
         return []
     lines = []
@@ -271,7 +265,7 @@ def _slot_wait_lines(instance: DagsterInstance, run_id: str | None = None) -> li
 def _describe_run(instance: DagsterInstance, run_id: str) -> str:
     record = instance.get_run_record_by_id(run_id)
     if record is None:
-        return f"run {run_id} (deleted; `codon_assets.run_guard.fail_orphaned_runs` frees its slot)"
+        return f"run {run_id} (deleted; `codon_assets.cli.run_guard.fail_orphaned_runs` frees its slot)"
     run = record.dagster_run
     parts = [run.job_name]
     if PID_TAG in run.tags:
@@ -280,7 +274,7 @@ def _describe_run(instance: DagsterInstance, run_id: str) -> str:
     started = record.start_time or record.create_timestamp.timestamp()
     parts.append(f"started {_clock(started)}")
     if run.is_finished:
-        parts.append(f"ended {run.status.value}: a leaked slot, `codon_assets.run_guard.fail_orphaned_runs` frees it")
+        parts.append(f"ended {run.status.value}: a leaked slot, `codon_assets.cli.run_guard.fail_orphaned_runs` frees it")
     return f"run {run_id} ({', '.join(parts)})"
 
 
@@ -328,7 +322,7 @@ class _InterruptGuard:
 
     def __enter__(self) -> _InterruptGuard:
         # Only the runs launched inside the block are this guard's to cancel.
-        self._earlier_runs = {run.run_id for run in _own_runs(self.instance)}
+        self._earlier_runs = {run.run_id for run in own_runs(self.instance)}
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
         self._old_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
@@ -376,7 +370,7 @@ class _InterruptGuard:
                     self._stop(signum)
 
     def _runs(self, statuses: Sequence[DagsterRunStatus] | None = None) -> list[DagsterRun]:
-        return [run for run in _own_runs(self.instance, statuses) if run.run_id not in self._earlier_runs]
+        return [run for run in own_runs(self.instance, statuses) if run.run_id not in self._earlier_runs]
 
     def _stop(self, signum: int) -> None:
         from dagster import DagsterRunStatus

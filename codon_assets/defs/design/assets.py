@@ -2,6 +2,7 @@
 surrogate (GRPO-style policy) and compared with preferred-codon and random-synonymous baselines."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -9,12 +10,14 @@ import pyarrow as pa
 
 from codon_assets.core.design import Design, design_proteins, design_summary
 from codon_assets.core.design_constraints import DesignConstraints, preferred_stop
-from codon_assets.core.design_settings import OptimiserSettings
+from codon_assets.core.design_formats import designs_table, write_designs
+from codon_assets.core.design_settings import OptimiserSettings, SettingsError
 from codon_assets.core.proteins import ProteinRecord, read_proteins
 from codon_assets.core.surrogate import SurrogateModel
 from codon_assets.core.tsv import InputError
 from codon_assets.metadata import markdown_table, table_metadata
-from codon_assets.partitions import OWNERS, host_partitions
+from codon_assets.asset_specs import host_partitions
+from codon_assets.settings import storage_root
 from resources.inputs import InputFiles
 from resources.mlflow_tracking import MlflowTracking
 
@@ -30,8 +33,11 @@ class DesignConfig(dg.Config):
     lam: float = _DEFAULTS.lam
     eta: float = _DEFAULTS.eta
     kl_beta: float = _DEFAULTS.kl_beta
+    avoid_enzymes: list[str] = list(_DEFAULTS.avoid_enzymes)  # REBASE names (Bio.Restriction), both strands
+    avoid_motifs: list[str] = list(_DEFAULTS.avoid_motifs)  # "MOTIF" or "NAME=MOTIF", IUPAC, both strands
 
     def settings(self) -> OptimiserSettings:
+        """The optimiser settings; unknown enzyme names or bad motifs are a SettingsError, before any work."""
         return OptimiserSettings(**self.model_dump())
 
 
@@ -41,7 +47,8 @@ def constraints_for(model: SurrogateModel, host: str) -> tuple[DesignConstraints
     profile = model.host_profiles[host]
     counts = np.array(profile["codon_counts"], dtype=np.float64)
     lo, hi = profile["gc_window"]
-    return DesignConstraints(gc_min=lo, gc_max=hi, stop_codon=preferred_stop(counts)), counts
+    # No motifs here: the settings' avoid_motifs / avoid_enzymes decide which sites are forbidden.
+    return DesignConstraints(forbidden_motifs=(), gc_min=lo, gc_max=hi, stop_codon=preferred_stop(counts)), counts
 
 
 def run_design(model: SurrogateModel, host: str, proteins: list[ProteinRecord],
@@ -52,30 +59,8 @@ def run_design(model: SurrogateModel, host: str, proteins: list[ProteinRecord],
     return designs, design_summary(designs)
 
 
-def designs_table(designs: list[Design]) -> pa.Table:
-    """One row per protein: the best CDS and its scores, the constraint report and both baselines."""
-    rows = []
-    for d in designs:
-        rows.append({
-            "protein_id": d.protein_id, "protein": d.protein, "cds": d.cds, "mu": d.mu,
-            "sigma": d.sigma, "reward": d.reward, "cai": d.cai, "gc": d.gc,
-            "markov_avg_loglik": d.avg_loglik, "feasible": d.feasible,
-            "constraint_report": json.dumps(d.constraints.as_dict()),
-            "reward_initial_mean": d.reward_initial_mean, "reward_final_mean": d.reward_final_mean,
-            "preferred_mu": d.baseline_preferred.mu, "preferred_reward": d.baseline_preferred.reward,
-            "random_mu": d.baseline_random.mu, "random_reward": d.baseline_random.reward,
-            "native_mu": d.native.mu if d.native is not None else None,
-            "native_reward": d.native.reward if d.native is not None else None,
-        })
-    return pa.Table.from_pylist(rows)
-
-
 @dg.asset(
     partitions_def=host_partitions,
-    group_name="design",
-    code_version="2",
-    kinds={"mlflow", "parquet"},
-    owners=OWNERS,
     description=(
         "Host-specific CDS for the target proteins (examples/proteins/<host>.fasta or .tsv), optimised by a "
         "GRPO-style codon policy against the host's surrogate (mu - lam*sigma + eta*Markov log-likelihood) "
@@ -93,8 +78,12 @@ def codon_designs(context: dg.AssetExecutionContext, config: DesignConfig, input
         proteins, rejects = read_proteins(source)
     except InputError as exc:
         raise dg.Failure(str(exc)) from None
-    designs, summary = run_design(surrogate_model, host, proteins, config)
+    try:
+        designs, summary = run_design(surrogate_model, host, proteins, config)
+    except SettingsError as exc:
+        raise dg.Failure(str(exc)) from None
     table = designs_table(designs)
+    files = write_design_files(designs, storage_root() / "codon_designs" / host, context.run.run_id)
     context.log.info(f"designed {len(designs)} proteins: {json.dumps(summary)}")
     registry = surrogate_model.registry
     logged = mlflow_tracking.log_designs(
@@ -113,4 +102,14 @@ def codon_designs(context: dg.AssetExecutionContext, config: DesignConfig, input
         "summary": dg.MetadataValue.json(summary),
         "rejected_proteins": dg.MetadataValue.md(markdown_table([r.__dict__ for r in rejects])),
         "feasible": int(sum(d.feasible for d in designs)),
+        **{f"{kind}_path": dg.MetadataValue.path(str(path)) for kind, path in files.items()},
     })
+
+
+def write_design_files(designs: list[Design], folder: Path, run_id: str) -> dict[str, Path]:
+    """The designs as FASTA and GenBank files of this run, beside the stored table (what `design --output`
+    writes from the command line)."""
+    files = {"fasta": folder / f"{run_id}.fasta", "genbank": folder / f"{run_id}.gb"}
+    for path in files.values():
+        write_designs(designs, path)
+    return files

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from codon_assets.core.convert import METADATA_COLUMNS
-
-
-@contextmanager
-def atomic_text_writer(path: Path) -> Iterator[TextIO]:
-    """A text file written to a temporary file beside ``path`` and renamed into place when the block ends;
-    if the block fails, the temporary file is removed and ``path`` is left as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            yield handle
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from codon_assets.core.files import atomic_text_writer
 
 
 def write_json(data: object, path: Path) -> None:

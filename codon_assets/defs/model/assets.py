@@ -1,20 +1,19 @@
 """Model stage: `enhanced_dataset` (records + features + enhanced estimate + measured labels), the per-host
 `surrogate_model` and the all-host `surrogate_model_unified`, tracked in MLflow with lineage."""
 
-from pathlib import Path
+import base64
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from codon_assets.core.enhance import build_enhanced
-from codon_assets.core.features import markov_model_of
-from codon_assets.core.surrogate import TRAINING_COLUMNS, SurrogateModel, training_set
+from codon_assets.core.markov import MarkovCdsModel
+from codon_assets.core.surrogate import MIN_MEASURED, TRAINING_COLUMNS, SurrogateModel, measured_hosts
 from codon_assets.core.training import train_surrogate
 from codon_assets.core.tsv import InputError
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
-from codon_assets.partitions import OWNERS, host_partitions
+from codon_assets.asset_specs import host_partitions
 from resources.inputs import InputFiles
 from resources.mlflow_tracking import MlflowTracking
 
@@ -50,10 +49,6 @@ def delta_summary(table: pa.Table) -> dict:
 
 @dg.asset(
     partitions_def=host_partitions,
-    group_name="model",
-    code_version="2",
-    kinds={"parquet"},
-    owners=OWNERS,
     ins={"converted_dataset": dg.AssetIn(), "evo2_features": dg.AssetIn()},
     automation_condition=FOLLOWS_UPSTREAM,
     description=(
@@ -86,6 +81,11 @@ def enhanced_dataset(context: dg.AssetExecutionContext, config: EnhanceConfig, i
     )
 
 
+def image_metadata(name: str, png: bytes) -> dg.MetadataValue:
+    """A PNG shown in the materialization's metadata (the UI renders markdown images from data URIs)."""
+    return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
 def _upstream_versions(context: dg.AssetExecutionContext, keys: list[str], partition: str | None) -> dict[str, str]:
     """Data versions of the upstream materializations this model is trained on (for lineage tags)."""
     versions = {}
@@ -97,22 +97,26 @@ def _upstream_versions(context: dg.AssetExecutionContext, keys: list[str], parti
 
 
 def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, enhanced: pa.Table,
-                  markov_models: dict, model_name: str, partition: str | None,
-                  upstream: dict[str, str]) -> dg.Output[SurrogateModel]:
+                  markov_models: dict, model_name: str, partition: str | None, upstream: dict[str, str],
+                  transfer_to: dict[str, pa.Table] | None = None) -> dg.Output[SurrogateModel]:
     """Train (core), log and register (the MLflow resource), and hand the model to the model store."""
-    context.log.info(f"training {model_name} on {enhanced.num_rows} enhanced records")
+    context.log.info(f"training {model_name} on the measured records of {enhanced.num_rows} enhanced records")
     try:
-        result = train_surrogate(enhanced, markov_models)
+        result = train_surrogate(enhanced, markov_models, transfer_to)
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
+    model = result.model
     logged = mlflow_tracking.log_training(result, model_name, tags={
+        "label_source": model.label_source,
+        "label_scale": model.label_scale,
+        "source_hosts": ",".join(model.source_hosts),
+        "transferred_hosts": ",".join(h for h in model.hosts if h not in model.source_hosts),
         "dagster.run_id": context.run.run_id,
         "dagster.asset_key": context.asset_key.to_user_string(),
         "dagster.partition": partition or "",
         "dagster.code_version": context.assets_def.code_versions_by_key[context.asset_key] or "",
         **{f"dagster.upstream.{k}.data_version": v for k, v in upstream.items()},
     })
-    model = result.model
     model.registry = {"model_uri": logged.model_uri, "mlflow_run_id": logged.run_id}
     return dg.Output(model, metadata={
         "mlflow_run_id": logged.run_id,
@@ -121,12 +125,15 @@ def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrac
         "model_uri": logged.model_uri,
         "registered_model": model_name,
         "registered_version": logged.version,
-        "label_source": result.data.label_source,
-        "records_by_label_source": dg.MetadataValue.json({result.data.label_source: len(result.data.target)}),
+        "label_source": model.label_source,
+        "source_hosts": dg.MetadataValue.json(model.source_hosts),
+        "transferred_hosts": dg.MetadataValue.json([h for h in model.hosts if h not in model.source_hosts]),
+        "measured_training_records": len(result.data.target),
         "feature_backend": model.backend,
         "cv_records": len(result.held_out),
         **{f"cv_{k}": round(v, 4) for k, v in result.metrics["surrogate"].items()},
         "baselines": dg.MetadataValue.json(result.metrics),
+        **{f"plot_{name}": image_metadata(name, png) for name, png in logged.figures.items()},
         "top_feature_importances": dg.MetadataValue.md(
             markdown_table([{"feature": n, "gain_share": round(g, 4)} for n, g in result.importances])),
     })
@@ -134,62 +141,63 @@ def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrac
 
 @dg.asset(
     partitions_def=host_partitions,
-    group_name="model",
-    code_version="2",
-    kinds={"lightgbm", "mlflow"},
-    owners=OWNERS,
     io_manager_key="model_io_manager",
     # Training reads these columns of the enhanced records, and of the features only the Markov model stored
     # in their schema (one small column comes along).
-    ins={"enhanced_dataset": dg.AssetIn(metadata={"columns": TRAINING_COLUMNS}),
-         "evo2_features": dg.AssetIn(metadata={"columns": ["protein_id"]})},
+    # Every host's enhanced records: a host without measurements learns from the hosts that have them.
+    ins={"enhanced_dataset": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"columns": TRAINING_COLUMNS})},
     automation_condition=FOLLOWS_UPSTREAM,
     description=(
-        "Per-host LightGBM quantile surrogate (mu at alpha 0.5, sigma = q0.84 - mu) on measured log10 "
-        "expression where available, else the enhanced estimate; grouped 5-fold CV with CAI and ridge "
-        "baselines; one MLflow run per materialization, registered as codon-surrogate-<host>."
+        "Per-host LightGBM quantile surrogate (mu at alpha 0.5; sigma from |q0.84 - mu|, calibrated on held-out "
+        "folds, never below a floor) on the host's measured log10 expression. A host with fewer than 50 "
+        "measured values gets a transferred model (label_source=transferred): trained on the measured hosts, "
+        "host descriptors instead of a host id; the metadata estimate is never a label. Grouped 5-fold CV with "
+        "CAI and ridge baselines; one MLflow run per materialization, registered as codon-surrogate-<host>."
     ),
 )
 def surrogate_model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking,
-                    enhanced_dataset: pa.Table, evo2_features: pa.Table) -> dg.Output[SurrogateModel]:
+                    enhanced_dataset: dict[str, pa.Table], markov_model: MarkovCdsModel) -> dg.Output[SurrogateModel]:
     host = context.partition_key
-    markov = markov_model_of(evo2_features)
-    upstream = _upstream_versions(context, ["enhanced_dataset", "evo2_features"], host)
-    return train_and_log(context, mlflow_tracking, enhanced_dataset, {host: markov} if markov else {},
-                         f"codon-surrogate-{host}", host, upstream)
+    own = enhanced_dataset.get(host)
+    if own is None:
+        raise dg.Failure(f"no enhanced dataset for {host}: materialize enhanced_dataset[{host}] first")
+    upstream = _upstream_versions(context, ["enhanced_dataset", "markov_model"], host)
+    if host in measured_hosts(own):
+        return train_and_log(context, mlflow_tracking, own, {host: markov_model},
+                             f"codon-surrogate-{host}", host, upstream)
+    sources = {h: t for h, t in enhanced_dataset.items() if h != host and h in measured_hosts(t)}
+    if not sources:
+        raise dg.Failure(f"{host} has fewer than {MIN_MEASURED} measured values and no other host has them: "
+                         "give a measured table for it (<alias>_measured.tsv beside its input) or for another host")
+    context.log.info(f"{host} has no measured labels: transferring from {', '.join(sorted(sources))}")
+    upstream |= {f"enhanced_dataset.{h}": v for h in sources for v in _upstream_versions(context, ["enhanced_dataset"], h).values()}
+    return train_and_log(context, mlflow_tracking, pa.concat_tables(list(sources.values()), promote_options="default"),
+                         {host: markov_model}, f"codon-surrogate-{host}", host, upstream, {host: own})
 
 
 @dg.asset(
-    group_name="model",
-    code_version="2",
-    kinds={"lightgbm", "mlflow"},
-    owners=OWNERS,
     io_manager_key="model_io_manager",
     ins={
         "enhanced_dataset": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"columns": TRAINING_COLUMNS}),
-        "evo2_features": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"columns": ["protein_id"]}),
+        "markov_model": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
     },
     automation_condition=FOLLOWS_HOSTS,
     description=(
-        "One surrogate over every host with an enhanced dataset (host as a categorical feature, CAI and tAI "
-        "fitted per host), tracked and registered like the per-host models as codon-surrogate-unified."
+        "One surrogate over every host with an enhanced dataset, trained on the measured hosts' labels with "
+        "host descriptors (codon usage, GC, tRNA-based tAI, host-relative CAI) instead of a host id, so it also "
+        "predicts the hosts without measurements (transferred); registered as codon-surrogate-unified."
     ),
 )
 def surrogate_model_unified(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking,
-                            enhanced_dataset: dict[str, pa.Table], evo2_features: dict[str, pa.Table]) -> dg.Output[SurrogateModel]:
+                            enhanced_dataset: dict[str, pa.Table],
+                            markov_model: dict[str, MarkovCdsModel]) -> dg.Output[SurrogateModel]:
     if not enhanced_dataset:
         raise dg.Failure("no host has an enhanced dataset yet: materialize the host partitions first")
     hosts = sorted(enhanced_dataset)
     context.log.info(f"training the unified surrogate on hosts {hosts}")
-    # Each host trains on its own label source; the unified target must be one scale, so it uses the
-    # measured labels only when every host has them, else every host's enhanced estimate.
-    sources = {h: training_set(t).label_source for h, t in enhanced_dataset.items()}
-    tables = [enhanced_dataset[h] for h in hosts]
-    if set(sources.values()) != {"measured"}:
-        tables = [t.set_column(t.schema.get_field_index("measured_log10"), "measured_log10",
-                               pa.nulls(t.num_rows, pa.float64())) for t in tables]
-    combined = pa.concat_tables(tables, promote_options="default")
-    markov = {h: m for h in hosts if h in evo2_features and (m := markov_model_of(evo2_features[h])) is not None}
+    combined = pa.concat_tables([enhanced_dataset[h] for h in hosts], promote_options="default")
+    markov = {h: markov_model[h] for h in hosts if h in markov_model}
     upstream = {f"enhanced_dataset.{h}": v for h in hosts
                 for v in _upstream_versions(context, ["enhanced_dataset"], h).values()}
-    return train_and_log(context, mlflow_tracking, combined, markov, "codon-surrogate-unified", None, upstream)
+    return train_and_log(context, mlflow_tracking, combined, markov, "codon-surrogate-unified", None, upstream,
+                         dict(enhanced_dataset))

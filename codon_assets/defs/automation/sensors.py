@@ -1,4 +1,5 @@
-"""The inbox sensor: a new or changed TSV dropped into the inbox requests a run for its host partition.
+"""The inbox sensor: a new or changed input table (TSV, CSV, Parquet or CDS FASTA, optionally gzip) dropped into
+the inbox requests a run for its host partition.
 
 A file maps to a host by its release name (``Sac.tsv`` -> S_cerevisiae) or by its folder
 (``<inbox>/P_pastoris/batch7.tsv``). The cursor holds each file's content hash, so an unchanged file never
@@ -6,20 +7,15 @@ triggers twice and a changed one triggers again. Only regular files inside the i
 a path that resolves outside it is skipped with a reason.
 """
 
+import hashlib
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 
-from codon_assets.core.hosts import HOSTS_BY_KEY, host_for_filename
-from codon_assets.ingest import fingerprint
-from codon_assets.jobs import host_graph_job
-from resources.paths import dagster_home
-
-
-def inbox_dir() -> Path:
-    return Path(os.environ.get("CODON_INBOX_DIR") or dagster_home() / "inbox")
+from codon_assets.core.hosts import HOSTS_BY_KEY, host_for_filename, input_suffix
+from codon_assets.defs.automation import jobs  # the module, so the job is defined (autoloaded) once
+from codon_assets.settings import inbox_dir
 
 
 def host_of(path: Path, inbox: Path) -> str | None:
@@ -30,13 +26,21 @@ def host_of(path: Path, inbox: Path) -> str | None:
     return parent if parent in HOSTS_BY_KEY else None
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def scan_inbox(inbox: Path, known: dict[str, str]) -> tuple[list[tuple[str, Path, str]], list[str], dict[str, str]]:
     """(requests as (host, path, sha256), skipped reasons, new cursor) for the files in the inbox."""
     requests, skipped, cursor = [], [], dict(known)
     if not inbox.is_dir():
         return requests, [f"inbox {inbox} does not exist"], cursor
     root = inbox.resolve()
-    for path in sorted(inbox.rglob("*.tsv")):
+    for path in sorted(p for p in inbox.rglob("*") if input_suffix(p.name)):
         relative = path.relative_to(inbox).as_posix()
         if path.is_symlink() or any(p.is_symlink() for p in path.parents if p != inbox and inbox in p.parents):
             skipped.append(f"{relative}: symbolic link, not followed")
@@ -48,7 +52,7 @@ def scan_inbox(inbox: Path, known: dict[str, str]) -> tuple[list[tuple[str, Path
         if host is None:
             skipped.append(f"{relative}: maps to no host (use a release name such as Sac.tsv or a <host>/ folder)")
             continue
-        digest = fingerprint(path)["sha256"]  # read in blocks: inbox files can be gigabytes
+        digest = file_sha256(path)  # read in blocks: inbox files can be gigabytes
         if known.get(relative) == digest:
             continue
         cursor[relative] = digest
@@ -56,7 +60,7 @@ def scan_inbox(inbox: Path, known: dict[str, str]) -> tuple[list[tuple[str, Path
     return requests, skipped, cursor
 
 
-@dg.sensor(job=host_graph_job, minimum_interval_seconds=60,
+@dg.sensor(job=jobs.host_graph_job, minimum_interval_seconds=60,
            description="New or changed TSV files in the inbox ($CODON_INBOX_DIR) request a host_graph_job run "
                        "for their host partition, reading that file.")
 def inbox_sensor(context: dg.SensorEvaluationContext):
@@ -79,5 +83,3 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
         skip_reason=None if run_requests else dg.SkipReason("; ".join(skipped) or "no new or changed files"),
     )
 
-
-ALL_SENSORS = [inbox_sensor]

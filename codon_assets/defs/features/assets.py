@@ -1,14 +1,17 @@
 """Features stage: `evo2_features`, per-record DNA language-model statistics of the converted dataset."""
 
+from collections.abc import Callable
+
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codon_assets.core.features import extract_features, with_markov_model
+from codon_assets.core.features import FeatureSummary, extract_features
+from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.deployment import evo2_op_tags
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
-from codon_assets.partitions import OWNERS, host_check, host_partitions
+from codon_assets.asset_specs import host_check, host_partitions
 from resources.evo2.resource import Evo2Resource
 
 FEATURES = dg.AssetKey("evo2_features")
@@ -31,10 +34,21 @@ class FeatureCheckConfig(dg.Config):
 
 @dg.asset(
     partitions_def=host_partitions,
-    group_name="features",
-    code_version="1",
-    kinds={"pytorch", "parquet"},
-    owners=OWNERS,
+    io_manager_key="model_io_manager",
+    ins={"converted_dataset": dg.AssetIn(metadata={"columns": SCORED_COLUMNS})},
+    description=(
+        "The host's codon-phased Markov model of its converted CDS (order, folds and pseudocount from the evo2 "
+        "resource), cross-fitted so no record is scored by counts that include itself: the markov backend's "
+        "scorer, the likelihood term of codon design, and the features of new sequences at prediction."
+    ),
+)
+def markov_model(evo2: Evo2Resource, converted_dataset: pa.Table) -> dg.Output[MarkovCdsModel]:
+    model = evo2.fit_markov(converted_dataset)
+    return dg.Output(model, metadata={"model_version": model.version, "records": converted_dataset.num_rows})
+
+
+@dg.asset(
+    partitions_def=host_partitions,
     pool="gpu",
     tags={"compute": "gpu"},
     # Where the step runs: the GPU container (docker profile) or GPU pod (k8s profile), in any job.
@@ -60,56 +74,63 @@ class FeatureCheckConfig(dg.Config):
     ],
 )
 def evo2_features(context: dg.AssetExecutionContext, config: FeatureCheckConfig, evo2: Evo2Resource,
-                  converted_dataset: pa.Table):
+                  converted_dataset: pa.Table, markov_model: MarkovCdsModel):
     records = converted_dataset.select(SCORED_COLUMNS)
-    markov_model = evo2.fit_markov(records) if evo2.backend == "markov" else None
     scorer = evo2.scorer(markov_model)
     context.log.info(f"scoring {records.num_rows} records with {scorer.backend} ({scorer.model_version})")
-    next_report = [evo2.progress_every]
+    table, summary = extract_features(records, scorer, evo2.cache(), evo2.batch_records,
+                                      progress_logger(context.log, evo2.progress_every))
+    fail_on_error_rate(summary, evo2.max_error_rate)
+    yield dg.Output(table, metadata=features_metadata(table, summary, scorer))
+    yield from feature_checks(converted_dataset, table, config.warn_error_rate)
+
+
+def progress_logger(log, every: int) -> Callable[[int, int, float], None]:
+    """A progress callback that logs records done, rate and ETA every ``every`` records and at the end."""
+    next_report = [every]
 
     def progress(done: int, total: int, seconds: float) -> None:
         if done >= next_report[0] or done == total:
             rate = done / seconds if seconds > 0 else float("inf")
             eta = (total - done) / rate if rate > 0 else 0.0
-            context.log.info(f"scored {done}/{total} records, {rate:,.0f} records/s, ETA {eta:,.0f} s")
-            next_report[0] = done + evo2.progress_every
+            log.info(f"scored {done}/{total} records, {rate:,.0f} records/s, ETA {eta:,.0f} s")
+            next_report[0] = done + every
 
-    table, summary = extract_features(records, scorer, evo2.cache(), evo2.batch_records, progress)
-    if markov_model is not None:
-        table = with_markov_model(table, markov_model)
+    return progress
 
+
+def fail_on_error_rate(summary: FeatureSummary, max_error_rate: float) -> None:
+    """Fail the step (without retries: the same records would fail again) above ``max_error_rate``."""
     error_rate = summary.error / summary.records if summary.records else 0.0
-    if error_rate > evo2.max_error_rate:
+    if error_rate > max_error_rate:
         worst = sorted(summary.errors_by_message.items(), key=lambda kv: -kv[1])[:3]
         raise dg.Failure(
             f"{summary.error} of {summary.records} records could not be scored ({error_rate:.1%} > "
-            f"max_error_rate {evo2.max_error_rate:.1%}); most common causes: "
+            f"max_error_rate {max_error_rate:.1%}); most common causes: "
             + "; ".join(f"{m} (x{c})" for m, c in worst),
             metadata={"error": summary.error, "records": summary.records},
-            allow_retries=False,  # the records that failed would fail again: report, do not retry
+            allow_retries=False,
         )
 
+
+def features_metadata(table: pa.Table, summary: FeatureSummary, scorer) -> dict:
     loglik = table["avg_loglik"].to_numpy(zero_copy_only=False).astype(float)
     perplexity = table["perplexity"].to_numpy(zero_copy_only=False).astype(float)
-    yield dg.Output(
-        table,
-        metadata={
-            **table_metadata(table.drop_columns(["seq_sha256"])),
-            "backend": scorer.backend,
-            "model_version": scorer.model_version,
-            "records": summary.records,
-            "success": summary.success,
-            "error": summary.error,
-            "cache_hits": summary.cache_hits,
-            "scored": summary.scored,
-            "records_per_s": round(summary.records_per_s, 1),
-            "seconds": round(summary.seconds, 3),
-            "avg_loglik": dg.MetadataValue.json(distribution(loglik)),
-            "perplexity": dg.MetadataValue.json(distribution(perplexity)),
-            "errors_by_cause": dg.MetadataValue.md(counts_table(summary.errors_by_message, "cause")),
-        },
-    )
-    yield from feature_checks(converted_dataset, table, config.warn_error_rate)
+    return {
+        **table_metadata(table.drop_columns(["seq_sha256"])),
+        "backend": scorer.backend,
+        "model_version": scorer.model_version,
+        "records": summary.records,
+        "success": summary.success,
+        "error": summary.error,
+        "cache_hits": summary.cache_hits,
+        "scored": summary.scored,
+        "records_per_s": round(summary.records_per_s, 1),
+        "seconds": round(summary.seconds, 3),
+        "avg_loglik": dg.MetadataValue.json(distribution(loglik)),
+        "perplexity": dg.MetadataValue.json(distribution(perplexity)),
+        "errors_by_cause": dg.MetadataValue.md(counts_table(summary.errors_by_message, "cause")),
+    }
 
 
 def feature_checks(converted: pa.Table, features: pa.Table, warn_error_rate: float):

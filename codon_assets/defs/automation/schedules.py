@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from codon_assets.jobs import host_graph_job
-from codon_assets.partitions import host_partitions
+from codon_assets.defs.automation import jobs  # the module, so the job is defined (autoloaded) once
+from codon_assets.asset_specs import host_partitions
 from resources.inputs import InputFiles
 
 
 @dg.schedule(
-    job=host_graph_job,
+    job=jobs.host_graph_job,
     cron_schedule="0 3 * * 1",  # Mondays 03:00
     execution_timezone="UTC",
     description="Every Monday, one host_graph_job run per host with input data. The unified model follows "
@@ -22,5 +22,3 @@ def weekly_host_refresh(context: dg.ScheduleEvaluationContext, input_files: Inpu
     return [dg.RunRequest(run_key=f"{host}:{tick}", partition_key=host, tags={"codon_assets/trigger": "weekly"})
             for host in hosts]
 
-
-ALL_SCHEDULES = [weekly_host_refresh]

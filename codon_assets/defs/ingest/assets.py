@@ -3,7 +3,6 @@ with every failed row in `converted_rejects`)."""
 
 import hashlib
 from dataclasses import asdict
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -11,31 +10,18 @@ import pyarrow.compute as pc
 
 from codon_assets.core.convert import REASONS, ConversionResult, ConversionSettings, convert_files, count_reasons
 from codon_assets.core.hosts import get_host, organism_fits_host
-from codon_assets.core.tsv import InputError, LineCounter, read_release_table
+from codon_assets.core.input_formats import input_fingerprint
+from codon_assets.core.tsv import InputError, read_release_table
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
-from codon_assets.partitions import OWNERS, host_check, host_partitions
+from codon_assets.asset_specs import host_check, host_partitions
 from resources.inputs import InputFiles
 
 RAW_FILES_SCHEMA = pa.schema(
     [("path", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64()), ("rows", pa.int64())]
 )
 
-def fingerprint(path: Path) -> dict:
-    """Content hash, size and data line count (physical lines after the header) of one file, in one pass."""
-    digest, counter = hashlib.sha256(), LineCounter()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-            counter.feed(block)
-    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size,
-            "rows": max(0, counter.lines - 1)}
-
 @dg.asset(
     partitions_def=host_partitions,
-    group_name="ingest",
-    code_version="2",
-    kinds={"file"},
-    owners=OWNERS,
     description=(
         "The host's input protein/CDS table(s) as released, fingerprinted. The data version is the content "
         "hash, so re-materializing unchanged input leaves everything downstream fresh."
@@ -43,11 +29,15 @@ def fingerprint(path: Path) -> dict:
 )
 def raw_tsv(context: dg.AssetExecutionContext, input_files: InputFiles) -> dg.Output[pa.Table]:
     host = context.partition_key
-    paths = input_files.files_for(host)
-    if not paths:
-        aliases = ", ".join(get_host(host).file_aliases)
-        raise dg.Failure(f"no input for host {host}: expected {aliases} or {host}/*.tsv in {input_files.input_dir}")
-    files = [fingerprint(p) for p in paths]
+    try:
+        paths = input_files.files_for(host)
+        if not paths:
+            aliases = ", ".join(get_host(host).file_aliases)
+            raise dg.Failure(f"no input for host {host}: expected {aliases} (TSV, CSV, Parquet or CDS FASTA, "
+                             f"optionally .gz) or files in {host}/ in {input_files.input_dir}")
+        files = [input_fingerprint(p) for p in paths]
+    except InputError as exc:  # two files for one host, an unreadable or damaged file
+        raise dg.Failure(str(exc)) from None
     if not any(f["rows"] for f in files):
         # Nothing to convert: failing here keeps the host's stored data as it was.
         raise dg.Failure(f"no data rows for host {host} in {', '.join(f['path'] for f in files)}: "
@@ -81,20 +71,13 @@ REJECTS = dg.AssetKey("converted_rejects")
                 "One row per valid record: normalised CDS (upper case, with stop), its translation, metadata "
                 "fields, source row, CDS hash and the metadata expression estimate."
             ),
-            code_version="2",
-            kinds={"parquet"},
-            owners=OWNERS,
         ),
         "converted_rejects": dg.AssetOut(
             description="Every input row that failed validation, with its source row, id and reason codes.",
-            code_version="2",
-            kinds={"parquet"},
-            owners=OWNERS,
         ),
     },
     ins={"raw_tsv": dg.AssetIn()},
     partitions_def=host_partitions,
-    group_name="ingest",
     check_specs=[
         host_check("rows_accounted_for", asset=CONVERTED, blocking=True,
                    description="rows read = valid + rejected"),
@@ -110,51 +93,57 @@ def converted_dataset(context: dg.AssetExecutionContext, config: ConversionConfi
     host = get_host(context.partition_key)
     if config.limit is not None and config.limit < 1:
         raise dg.Failure(f"limit must be at least 1, got {config.limit}")
+    releases = read_releases(raw_tsv, config.limit, context.log)
+    result = convert_files(releases, host, ConversionSettings(config.min_protein_length, config.max_protein_length))
+    by_reason = result.rejects_by_reason()
+    if result.valid.num_rows == 0:
+        # An input with no usable record must not replace the host's stored data with an empty table.
+        reasons = ", ".join(f"{code}: {n}" for code, n in by_reason.items()) or "no data rows"
+        raise dg.Failure(f"no valid record for host {host.key}: {result.rows_read} rows read, all rejected "
+                         f"({reasons}); the stored data is unchanged")
+    yield dg.Output(result.valid, output_name="converted_dataset", metadata=conversion_metadata(result))
+    yield dg.Output(
+        result.rejects,
+        output_name="converted_rejects",
+        metadata={**table_metadata(result.rejects),
+                  "rejects_by_reason": dg.MetadataValue.md(counts_table(by_reason, "reason", REASONS))},
+    )
+    yield from conversion_checks(result, host.key, config.max_reject_rate)
+
+
+def read_releases(raw_tsv: pa.Table, limit: int | None, log) -> list:
+    """The release tables fingerprinted by ``raw_tsv``, refusing any file changed since."""
     releases = []
     for item in raw_tsv.to_pylist():
         try:
-            release = read_release_table(item["path"], limit=config.limit)
+            release = read_release_table(item["path"], limit=limit)
         except InputError as exc:
             raise dg.Failure(str(exc)) from None
         if release.sha256 != item["sha256"]:
             raise dg.Failure(f"{item['path']} changed since raw_tsv was materialized; materialize raw_tsv again")
         if release.extra_columns:
-            context.log.info(f"{item['path']}: ignoring extra columns {release.extra_columns}")
+            log.info(f"{item['path']}: ignoring extra columns {release.extra_columns}")
         releases.append(release)
-    settings = ConversionSettings(config.min_protein_length, config.max_protein_length)
-    result = convert_files(releases, host, settings)
-    valid, rejects = result.valid, result.rejects
-    by_reason = result.rejects_by_reason()
-    if valid.num_rows == 0:
-        # An input with no usable record must not replace the host's stored data with an empty table.
-        reasons = ", ".join(f"{code}: {n}" for code, n in by_reason.items()) or "no data rows"
-        raise dg.Failure(f"no valid record for host {host.key}: {result.rows_read} rows read, all rejected "
-                         f"({reasons}); the stored data is unchanged")
-    files = [asdict(counts) for counts in result.files]
+    return releases
 
-    yield dg.Output(
-        valid,
-        output_name="converted_dataset",
-        metadata={
-            **table_metadata(valid),
-            "rows_read": result.rows_read,
-            "data_lines": result.data_lines,
-            "blank_lines": result.blank_lines,
-            "valid": valid.num_rows,
-            "rejected": rejects.num_rows,
-            "text_replaced_rows": result.text_replaced_rows,
-            "files": dg.MetadataValue.md(markdown_table(files, max_chars=None)),
-            "files_json": dg.MetadataValue.json(files),
-            "rejects_by_reason": dg.MetadataValue.md(counts_table(by_reason, "reason", REASONS)),
-            "rejects_by_reason_json": dg.MetadataValue.json(by_reason),
-        },
-    )
-    yield dg.Output(
-        rejects,
-        output_name="converted_rejects",
-        metadata={**table_metadata(rejects), "rejects_by_reason": dg.MetadataValue.md(counts_table(by_reason, "reason", REASONS))},
-    )
-    yield from conversion_checks(result, host.key, config.max_reject_rate)
+
+def conversion_metadata(result: ConversionResult) -> dict:
+    files = [asdict(counts) for counts in result.files]
+    by_reason = result.rejects_by_reason()
+    return {
+        **table_metadata(result.valid),
+        "rows_read": result.rows_read,
+        "data_lines": result.data_lines,
+        "blank_lines": result.blank_lines,
+        "valid": result.valid.num_rows,
+        "rejected": result.rejects.num_rows,
+        "text_replaced_rows": result.text_replaced_rows,
+        "files": dg.MetadataValue.md(markdown_table(files, max_chars=None)),
+        "files_json": dg.MetadataValue.json(files),
+        "rejects_by_reason": dg.MetadataValue.md(counts_table(by_reason, "reason", REASONS)),
+        "rejects_by_reason_json": dg.MetadataValue.json(by_reason),
+    }
+
 
 def conversion_checks(result: ConversionResult, host_key: str, max_reject_rate: float):
     """The four checks of a converted partition, from the tables as written."""

@@ -1,0 +1,84 @@
+"""What every command shares: the one-line error, the instance home, host and path checks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from codon_assets.settings import PROJECT_ROOT, dagster_home
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def ensure_instance_home() -> Path:
+    """Point DAGSTER_HOME at `.dagster_home/` unless set, and give it the project's dagster.yaml."""
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    config = home / "dagster.yaml"
+    if not config.exists() and (PROJECT_ROOT / "dagster.yaml").exists():
+        config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+    return home
+
+
+def bare_name(path: Path) -> str:
+    """The file name without its input ending: Sac.tsv.gz -> Sac, Human.fa.gz -> Human."""
+    from codon_assets.core.hosts import input_suffix
+
+    return path.name[: -len(suffix)] if (suffix := input_suffix(path.name)) else path.stem
+
+
+def resolve_host(path: Path, host: str | None) -> str:
+    from codon_assets.core.hosts import HOSTS_BY_KEY, host_for_filename
+
+    if host:
+        if host not in HOSTS_BY_KEY:
+            raise CliError(f"unknown host {host!r}; choose one of {', '.join(HOSTS_BY_KEY)}", code=2)
+        return host
+    found = host_for_filename(path.name) or HOSTS_BY_KEY.get(bare_name(path)) or HOSTS_BY_KEY.get(path.parent.name)
+    if found is None:
+        from codon_assets.core.hosts import HOSTS
+
+        aliases = ", ".join(f"{a} ({h.key})" for h in HOSTS for a in h.file_aliases)
+        raise CliError(f"cannot tell the host of {path.name}: pass --host, or name the file {aliases}", code=2)
+    return found.key
+
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` if needed and prove a file can be written there, before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise CliError(f"{path}: exists and is not a directory", code=2)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise CliError(f"{path}: cannot write there ({exc.strerror or exc})", code=2) from None
+
+
+def ensure_writable_file(path: Path) -> None:
+    """An output file the command may create or replace: not a directory, in a writable directory."""
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory; name an output file", code=2)
+    ensure_writable_dir(path.parent)
+
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+

@@ -1,0 +1,234 @@
+"""`run` and `materialize`: the graph for input tables, and the seed-format files written from exactly what
+the run stored."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from codon_assets.cli.common import CliError, bare_name, ensure_instance_home, ensure_writable_dir, resolve_host
+from codon_assets.cli.launch import (DESIGN, INGEST_AND_FEATURES, MODEL, _failure_message, _materializations,
+                                     materialize_partition)
+
+def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, evo2_backend: str | None = None,
+             train_surrogate: bool = False, measured: Path | None = None) -> dict:
+    """Materialize one host partition from all its input files, then write the seed-format exports of
+    exactly what this run materialized (the run's own stored versions) and `pipeline_results.json`."""
+    from codon_assets.cli.export import (
+        converted_records,
+        enhanced_records,
+        evo2_feature_records,
+        table_batches,
+        write_json,
+        write_json_array,
+        write_jsonl,
+    )
+
+    started = time.perf_counter()
+    # Exports are named after the file; several files of one host are one partition, named after the host.
+    stem = bare_name(paths[0]) if len(paths) == 1 else host
+    run_config = {"ops": {"converted_dataset": {"config": {"limit": limit}}}} if limit else None
+    selection = INGEST_AND_FEATURES + (MODEL if train_surrogate else [])
+    inputs = ", ".join(map(str, paths))
+    print(f"[{host}] materializing {' -> '.join(selection)} for {inputs}", file=sys.stderr)
+    result, step_seconds = materialize_partition(host, selection, paths, run_config, evo2_backend, measured)
+    results: dict = {"status": "success" if result.success else "failed", "host": host, "input": inputs,
+                     "inputs": [str(p) for p in paths], "dagster_run_id": result.run_id, "steps": {}, "outputs": {}}
+    meta = _materializations(result)
+    if "converted_dataset" in meta:
+        converted = meta["converted_dataset"]
+        results["steps"]["convert"] = {
+            "status": "success",
+            "rows_read": converted["rows_read"],
+            "data_lines": converted["data_lines"],
+            "blank_lines": converted["blank_lines"],
+            "valid": converted["valid"],
+            "rejected": converted["rejected"],
+            "text_replaced_rows": converted["text_replaced_rows"],
+            "rejects_by_reason": converted["rejects_by_reason_json"],
+            "files": converted["files_json"],
+            "seconds": step_seconds.get("converted_dataset"),
+        }
+        jsonl = output_dir / f"{stem}.jsonl"
+        write_jsonl(converted_records(table_batches(converted["path"])), jsonl)
+        results["outputs"] |= {"jsonl": str(jsonl), "converted_parquet": converted["path"],
+                               "rejects_parquet": meta["converted_rejects"]["path"]}
+        print(f"[{host}] {converted['rows_read']} rows read: {converted['valid']} valid, "
+              f"{converted['rejected']} rejected -> {jsonl}", file=sys.stderr)
+    if "evo2_features" in meta:
+        features = meta["evo2_features"]
+        results["steps"]["evo2_features"] = {
+            "status": "success",
+            "records": features["records"],
+            "success": features["success"],
+            "error": features["error"],
+            "cache_hits": features["cache_hits"],
+            "records_per_s": features["records_per_s"],
+            "backend": features["backend"],
+            "model_version": features["model_version"],
+            "seconds": step_seconds.get("evo2_features"),
+        }
+        feature_json = output_dir / f"{stem}_evo2_features.json"
+        previews = table_batches(meta["converted_dataset"]["path"], ["protein_id", "sequence"])
+        write_json_array(evo2_feature_records(table_batches(features["path"]), previews), feature_json)
+        results["outputs"] |= {"evo2_features_json": str(feature_json), "evo2_features_parquet": features["path"]}
+        print(f"[{host}] {features['success']} records scored ({features['backend']}), {features['error']} errors, "
+              f"{features['cache_hits']} from cache -> {feature_json}", file=sys.stderr)
+    if "enhanced_dataset" in meta:
+        enhanced = meta["enhanced_dataset"]
+        results["steps"]["enhance"] = {
+            "status": "success",
+            "mode": enhanced["mode"],
+            "records": enhanced["dagster/row_count"],
+            "percent_enhanced": enhanced["percent_enhanced"],
+            "mean_abs_delta": enhanced["mean_abs_delta"],
+            "measured_records": enhanced["measured_records"],
+            "measured_labels": enhanced["measured_labels"],
+            "seconds": step_seconds.get("enhanced_dataset"),
+        }
+        enhanced_jsonl = output_dir / f"{stem}_enhanced.jsonl"
+        write_jsonl(enhanced_records(table_batches(enhanced["path"])), enhanced_jsonl)
+        results["outputs"]["enhanced_jsonl"] = str(enhanced_jsonl)
+    if "surrogate_model" in meta:
+        model = meta["surrogate_model"]
+        results["steps"]["train_surrogate"] = {
+            "status": "success",
+            "metrics": {k.removeprefix("cv_"): v for k, v in model.items() if k.startswith("cv_")},
+            "baselines": model["baselines"],
+            "label_source": model["label_source"],
+            "source_hosts": model["source_hosts"],
+            "mlflow_run_id": model["mlflow_run_id"],
+            "model_name": model["registered_model"],
+            "model_version": model["registered_version"],
+            "model_uri": model["model_uri"],
+            "seconds": step_seconds.get("surrogate_model"),
+        }
+        pkl = output_dir / "models" / f"{stem}_surrogate.pkl"
+        export_pickle(Path(model["path"]), pkl)
+        results["outputs"]["surrogate_pkl"] = str(pkl)
+        kind = ("measured labels" if model["label_source"] == "measured" else
+                f"transferred: no measured labels for {host}, trained on {', '.join(model['source_hosts'])}")
+        print(f"[{host}] surrogate: held-out Spearman {model['cv_spearman']:.3f} ({kind}), "
+              f"registered {model['model_uri']} -> {pkl}", file=sys.stderr)
+    if not result.success:
+        results["error"] = _failure_message(result)
+    results["total_seconds"] = round(time.perf_counter() - started, 3)
+    write_json(results, output_dir / "pipeline_results.json")
+    if not result.success:
+        raise CliError(f"[{host}] {results['error']}")
+    return results
+
+
+def export_pickle(model_dir: Path, path: Path) -> None:
+    """The original tool's `models/<stem>_surrogate.pkl`: a joblib dict with feature keys, models, config."""
+    import joblib
+
+    from codon_assets.core.surrogate import SurrogateModel
+
+    model = SurrogateModel.load(model_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    joblib.dump({"feature_keys": model.feature_names, "models": {"mu": model.mu, "hi": model.hi},
+                 "config": {"hosts": model.hosts, "backend": model.backend, "label_source": model.label_source,
+                            "metrics": model.metrics}, "surrogate": model}, tmp)
+    os.replace(tmp, path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from codon_assets.core.hosts import HOSTS
+    from codon_assets.core.tsv import read_header
+
+    source = Path(args.input)
+    if not source.exists():
+        raise CliError(f"{source}: no such file or directory")
+    if source.is_dir():
+        # Every host file found there: all files of one host are one partition input (release aliases in
+        # any case, and <host>/*.tsv).
+        from resources.inputs import InputFiles
+
+        finder = InputFiles(input_dir=str(source))
+        runs = [(host.key, files) for host in HOSTS if (files := finder.files_for(host.key))]
+        if not runs:
+            raise CliError(f"{source}: no host input files found (expected release names such as Sac.tsv)", code=2)
+        if args.measured:
+            raise CliError("--measured goes with one input file; put <stem>_measured.tsv beside each host file", code=2)
+    else:
+        runs = [(resolve_host(source, args.host), [source])]
+    measured = Path(args.measured) if args.measured else None
+    if measured is not None and not measured.is_file():
+        raise CliError(f"{measured}: no such measured table")
+    # Unusable input or output is refused before any run starts.
+    for _, files in runs:
+        for file in files:
+            read_header(file)
+    output_dirs = {host: Path(args.output_dir) / host if source.is_dir() else Path(args.output_dir) for host, _ in runs}
+    for directory in output_dirs.values():
+        ensure_writable_dir(directory)
+    ensure_instance_home()
+    failed = []
+    for host, files in runs:
+        try:
+            run_host(files, host, output_dirs[host], args.limit, args.evo2_backend, args.train_surrogate, measured)
+        except CliError as exc:
+            if len(runs) == 1:
+                raise
+            failed.append(host)
+            print(f"codon-assets: error: {exc}", file=sys.stderr)
+    if failed:
+        raise CliError(f"the run failed for {', '.join(failed)}")
+    return 0
+
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    """Materialize every asset for each host that has input (what `make demo` does)."""
+    from codon_assets.defs.resources import build_resources
+    from codon_assets.asset_specs import host_partitions
+
+    home = ensure_instance_home()
+    finder = build_resources()["input_files"]
+    with_data = finder.hosts_with_data(host_partitions.get_partition_keys())
+    hosts = args.host or with_data
+    if not hosts:
+        raise CliError(f"no host has input in {finder.input_dir}")
+    skipped = [h for h in host_partitions.get_partition_keys() if h not in with_data]
+    failed = []
+    for host in hosts:
+        # Designs need target proteins (CODON_PROTEINS_DIR/<host>.fasta); a host without them stops at its model.
+        design = DESIGN if finder.proteins_for(host) is not None else []
+        result, _ = materialize_partition(host, INGEST_AND_FEATURES + MODEL + design)
+        if result.success:
+            meta = _materializations(result)
+            model = meta["surrogate_model"]
+            designs = (f"{meta['codon_designs']['summary']['n_proteins']} designs (mean reward gain over preferred "
+                       f"codons {meta['codon_designs']['summary']['mean_reward_gain_over_preferred']:+.3f})" if design
+                       else f"no designs (no target proteins for {host} in {finder.proteins_dir})")
+            print(f"[{host}] materialized: {meta['converted_dataset']['valid']} valid, "
+                  f"{meta['converted_dataset']['rejected']} rejected, {meta['evo2_features']['success']} scored, "
+                  f"surrogate {model['model_uri']} (held-out Spearman {model['cv_spearman']:.3f}, "
+                  f"{model['label_source']} labels{', from ' + ', '.join(model['source_hosts']) if model['label_source'] == 'transferred' else ''}), "
+                  f"{designs}")
+        else:
+            failed.append(host)
+            print(f"[{host}] FAILED: {_failure_message(result)}", file=sys.stderr)
+    if len(failed) < len(hosts):
+        result, _ = materialize_partition(None, ["surrogate_model_unified"])
+        if result.success:
+            meta = _materializations(result)["surrogate_model_unified"]
+            print(f"[unified] surrogate {meta['model_uri']} (held-out Spearman {meta['cv_spearman']:.3f})")
+        else:
+            failed.append("unified")
+            print(f"[unified] FAILED: {_failure_message(result)}", file=sys.stderr)
+    if skipped:
+        print(f"hosts without input data (not materialized): {', '.join(skipped)}")
+    from resources.mlflow_tracking import MlflowTracking
+
+    print(f"instance: {home}\nopen the UI with `make ui` and browse http://127.0.0.1:3000/assets")
+    print(f"models: `make mlflow` serves {MlflowTracking().uri()} on http://127.0.0.1:5000")
+    if failed:
+        raise CliError(f"materialization failed for {', '.join(failed)}")
+    return 0
+

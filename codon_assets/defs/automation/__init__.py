@@ -1,0 +1,1 @@
+"""The automation stage's definitions (autoloaded)."""

@@ -1,0 +1,1 @@
+"""The design stage's definitions (autoloaded)."""

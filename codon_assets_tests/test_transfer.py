@@ -1,0 +1,107 @@
+"""Hosts without measurements: no circular labels, a model transferred from the measured hosts."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from codon_assets.core.convert import ConversionSettings, convert_files
+from codon_assets.core.enhance import build_enhanced
+from codon_assets.core.features import MarkovBatchScorer, extract_features
+from codon_assets.core.hosts import get_host
+from codon_assets.core.markov import MarkovCdsModel
+from codon_assets.core.surrogate import MIN_MEASURED, SurrogateModel, measured_hosts, per_host_standardised, training_set
+from codon_assets.core.surrogate_features import EVO2_COLUMNS, HOST_DESCRIPTORS
+from codon_assets.core.training import train_surrogate
+from codon_assets.core.tsv import read_release_table
+from codon_assets_tests.conftest import EXAMPLES
+
+
+def enhanced_for(release: str, host: str, measured: str | None) -> tuple[pa.Table, MarkovCdsModel]:
+    converted = convert_files([read_release_table(EXAMPLES / release)], get_host(host), ConversionSettings()).valid
+    markov = MarkovCdsModel.train(converted["sequence"].combine_chunks(), converted["seq_sha256"].to_pylist())
+    features, _ = extract_features(converted.select(["protein_id", "sequence", "seq_sha256"]), MarkovBatchScorer(markov))
+    enhanced, _ = build_enhanced(converted, features, "model_enhanced", EXAMPLES / measured if measured else None, None)
+    return enhanced, markov
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    return {"S_cerevisiae": enhanced_for("Sac.tsv", "S_cerevisiae", "Sac_measured.tsv"),
+            "P_pastoris": enhanced_for("Pic.tsv", "P_pastoris", None)}  # Pichia without its measurements
+
+
+def test_a_host_without_measurements_has_no_training_labels(hosts):
+    pichia, _ = hosts["P_pastoris"]
+    assert measured_hosts(pichia) == []
+    with pytest.raises(ValueError, match=f"no host has {MIN_MEASURED} or more measured values"):
+        training_set(pichia)
+    # The metadata estimate is there (reported), but it is never a label.
+    assert pichia["expression_value"].null_count < pichia.num_rows
+
+
+def test_a_host_without_measurements_gets_a_model_transferred_from_measured_hosts(hosts):
+    (yeast, yeast_markov), (pichia, pichia_markov) = hosts["S_cerevisiae"], hosts["P_pastoris"]
+    result = train_surrogate(yeast, {"P_pastoris": pichia_markov}, transfer_to={"P_pastoris": pichia})
+    model = result.model
+    assert model.label_source == "transferred" and model.source_hosts == ["S_cerevisiae"]
+    assert model.label_source_for("P_pastoris") == "transferred" and model.label_source_for("S_cerevisiae") == "measured"
+    # Provenance: every label is a yeast measurement; no Pichia record and no estimate is among them.
+    measured = yeast["measured_log10"].to_numpy(zero_copy_only=False)
+    assert set(result.data.host.tolist()) == {"S_cerevisiae"}
+    finite = measured[np.isfinite(measured)]
+    assert np.allclose(np.sort(result.data.measured), np.sort(finite))
+    # On the per-host relative scale: the hosts' units differ, their ranks carry over.
+    assert np.allclose(np.sort(result.data.target), np.sort(per_host_standardised(finite, np.zeros(len(finite)))))
+    # Hosts differ by descriptors, not by an id; the Pichia profile comes from its own CDS without labels.
+    assert "host" not in model.feature_names and set(HOST_DESCRIPTORS) <= set(model.feature_names)
+    # CAI means the same for every host of a transfer model: no reference is chosen by measured labels.
+    assert not any("measured" in b.cai_reference for b in model.builders.values())
+    assert not np.allclose(model.builders["P_pastoris"].descriptors, model.builders["S_cerevisiae"].descriptors)
+    mu, sigma = model.predict(pichia["sequence"], {n: pichia[n].to_numpy(zero_copy_only=False) for n in EVO2_COLUMNS},
+                              np.array(["P_pastoris"] * pichia.num_rows))
+    assert np.isfinite(mu).all() and (sigma > 0).all() and np.std(mu) > 0
+    assert "P_pastoris" in model.host_profiles
+
+
+def test_the_transfer_survives_save_and_load(hosts, tmp_path):
+    (yeast, _), (pichia, pichia_markov) = hosts["S_cerevisiae"], hosts["P_pastoris"]
+    model = train_surrogate(yeast, {"P_pastoris": pichia_markov}, transfer_to={"P_pastoris": pichia}).model
+    loaded = SurrogateModel.load(model.save(tmp_path / "m"))
+    assert loaded.source_hosts == ["S_cerevisiae"] and loaded.label_source == "transferred"
+    evo2 = {n: pichia[n].to_numpy(zero_copy_only=False) for n in EVO2_COLUMNS}
+    host = np.array(["P_pastoris"] * pichia.num_rows)
+    assert np.allclose(loaded.predict(pichia["sequence"], evo2, host)[0], model.predict(pichia["sequence"], evo2, host)[0])
+
+
+def test_a_model_refuses_a_host_it_has_no_profile_for(hosts):
+    yeast, _ = hosts["S_cerevisiae"]
+    model = train_surrogate(yeast, {}).model
+    with pytest.raises(ValueError, match="no profile for host P_pastoris"):
+        model.matrix(yeast["sequence"], {n: yeast[n].to_numpy(zero_copy_only=False) for n in EVO2_COLUMNS},
+                     np.array(["P_pastoris"] * yeast.num_rows))
+
+
+def test_yeast_predicted_from_the_other_hosts_only_ranks_its_measurements():
+    """Leave yeast out: a model from the Pichia, human and mouse measurements ranks yeast's measured mRNA levels
+    (the held-out check of an unseen host), on the per-host relative scale, with honest sigma."""
+    from scipy.stats import spearmanr
+
+    from codon_assets.core.surrogate import PER_HOST_Z, per_host_standardised
+
+    others = [enhanced_for(release, host, measured)[0] for release, host, measured in [
+        ("Pic.tsv", "P_pastoris", "Pic_measured.tsv"), ("Human.fa.gz", "Human", "Human_measured.tsv"),
+        ("mouse.fa.gz", "Mouse", "mouse_measured.tsv")]]
+    yeast, markov = enhanced_for("Sac.tsv", "S_cerevisiae", "Sac_measured.tsv")
+    hidden = yeast.set_column(yeast.schema.get_field_index("measured_log10"), "measured_log10",
+                              pa.nulls(yeast.num_rows, pa.float64()))
+    model = train_surrogate(pa.concat_tables(others, promote_options="default"), {"S_cerevisiae": markov},
+                            transfer_to={"S_cerevisiae": hidden}).model
+    assert model.label_source == "transferred" and model.label_scale == PER_HOST_Z
+    assert "S_cerevisiae" not in model.source_hosts
+    mu, sigma = model.predict(yeast["sequence"], {n: yeast[n].to_numpy(zero_copy_only=False) for n in EVO2_COLUMNS},
+                              np.array(["S_cerevisiae"] * yeast.num_rows))
+    y = yeast["measured_log10"].to_numpy(zero_copy_only=False).astype(float)
+    ok = np.isfinite(y)
+    assert spearmanr(mu[ok], y[ok])[0] > 0.4
+    z = per_host_standardised(y[ok], np.array(["S_cerevisiae"] * ok.sum()))
+    assert 0.55 <= np.mean(np.abs(z - mu[ok]) <= sigma[ok]) <= 0.9
