@@ -85,20 +85,16 @@ def stage_enhance(path: Path) -> tuple[int, float]:
 
 
 def stage_train(path: Path) -> tuple[int, float]:
-    """Library call: grouped 5-fold CV with baselines, then the final refit (what `surrogate_model` does,
-    without MLflow)."""
-    import numpy as np
-
-    from codon_assets.core.surrogate import cross_validate, fit_surrogate, training_set
+    """Library call: grouped 5-fold CV with baselines and the final refit, calibration and importances
+    (``train_surrogate``: what `surrogate_model` does, without MLflow)."""
     from codon_assets.core.enhance import build_enhanced
+    from codon_assets.core.training import train_surrogate
 
     valid, features = featured(path)
     enhanced, _ = build_enhanced(valid, features, "model_enhanced", synthetic_measured(path), None)
     started = time.perf_counter()
-    data = training_set(enhanced)
-    cross_validate(data, "markov")
-    fit_surrogate(data, np.arange(len(data.target)), "markov")
-    return len(data.target), time.perf_counter() - started
+    result = train_surrogate(enhanced, {})
+    return len(result.data.target), time.perf_counter() - started
 
 
 def synthetic_measured(path: Path) -> Path:

@@ -28,6 +28,8 @@ location, the run worker and the step containers (which import the definitions a
 - ``CODON_DOCKER_MOUNT_CODE=1``: also bind-mount this checkout at the same path, read-only, so the step
   runs the launching side's code instead of the image's copy (development; the code pointer holds host
   paths).
+- ``CODON_DOCKER_USER``: the ``uid[:gid]`` step containers run as (default: the launching process's own, so
+  bind-mounted data directories stay writable and owned by whoever launched the run).
 - ``CODON_DOCKER_LABELS``: comma-separated ``key=value`` labels added to ``codon-assets.step=true``; step
   containers are never removed by Dagster, prune them with ``docker container prune --filter
   label=codon-assets.step=true``.
@@ -186,7 +188,8 @@ def docker_executor_config(gpu: bool | None = None, environ: Mapping[str, str] |
         "gpu_image": gpu_image,
         "gpu_container_kwargs": gpu_container_kwargs(gpu, env),
         "env_vars": forwarded_env_vars(env),
-        "container_kwargs": {"volumes": container_volumes(env), "labels": container_labels(env)},
+        "container_kwargs": {"volumes": container_volumes(env), "labels": container_labels(env),
+                             "user": step_user(env)},
     }
     cpu_image = env.get("CODON_IMAGE", "").strip()
     if cpu_image:
@@ -195,6 +198,13 @@ def docker_executor_config(gpu: bool | None = None, environ: Mapping[str, str] |
     if network:
         config["network"] = network
     return config
+
+
+def step_user(env: Mapping[str, str]) -> str:
+    """The user step containers run as: ``CODON_DOCKER_USER`` (``uid[:gid]``), else the launching process's own,
+    so files a step writes to bind-mounted data directories belong to whoever launched the run (the images'
+    own user, 1000, in compose; the developer or CI on a host)."""
+    return (env.get("CODON_DOCKER_USER") or "").strip() or f"{os.getuid()}:{os.getgid()}"
 
 
 def is_gpu_step(step_tags: Mapping[str, str]) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
     __typename
     ... on LaunchBackfillSuccess { backfillId }
@@ -24,10 +26,12 @@ def key(name: str) -> dict:
 
 
 def metadata(event: dict) -> dict:
-    """A materialization's metadata entries by label (their scalar, text, path or URL value)."""
+    """A materialization's metadata entries by label (their scalar, text, path, URL or parsed JSON value)."""
     values = {}
     for entry in event["metadataEntries"]:
         for field in ("intValue", "floatValue", "text", "path", "url"):
             if field in entry:
                 values[entry["label"]] = entry[field]
+        if "jsonString" in entry:
+            values[entry["label"]] = json.loads(entry["jsonString"])
     return values

@@ -102,10 +102,10 @@ def test_input_changed_after_fingerprint_fails_clearly(instance, tmp_path):
 
 
 def test_host_without_input_fails_with_the_expected_names(instance, tmp_path):
-    result = materialize(instance, "Human", EXAMPLES, tmp_path, selection=["raw_tsv"])
+    result = materialize(instance, "E_coli", EXAMPLES, tmp_path, selection=["raw_tsv"])  # no E. coli data ships
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "Human.tsv" in failure.step_failure_data.user_failure_data.description
+    assert "Ec.tsv" in failure.step_failure_data.user_failure_data.description
 
 
 def test_host_folder_inputs_and_warning_checks(instance, tmp_path):

@@ -22,8 +22,9 @@ def test_weekly_schedule_requests_one_run_per_host_with_data():
     tick = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.timezone.utc)
     context = dg.build_schedule_context(scheduled_execution_time=tick)
     requests = weekly_host_refresh(context, input_files=InputFiles(input_dir=str(EXAMPLES)))
-    assert sorted(r.partition_key for r in requests) == ["P_pastoris", "S_cerevisiae"]
-    assert {r.run_key for r in requests} == {"S_cerevisiae:2026-11-30T03:00", "P_pastoris:2026-11-30T03:00"}
+    with_data = ["Human", "Mouse", "P_pastoris", "S_cerevisiae"]  # E. coli ships no data
+    assert sorted(r.partition_key for r in requests) == with_data
+    assert {r.run_key for r in requests} == {f"{host}:2026-11-30T03:00" for host in with_data}
     later = weekly_host_refresh(dg.build_schedule_context(scheduled_execution_time=tick + dt.timedelta(days=7)),
                                 input_files=InputFiles(input_dir=str(EXAMPLES)))
     assert not {r.run_key for r in requests} & {r.run_key for r in later}  # a new key every tick

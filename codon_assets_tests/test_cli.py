@@ -99,7 +99,7 @@ def test_materialize_command_reports_hosts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "[P_pastoris] materialized" in proc.stdout and "models:/codon-surrogate-P_pastoris/1" in proc.stdout
     assert "[unified] surrogate models:/codon-surrogate-unified/1" in proc.stdout
-    assert "hosts without input data (not materialized): E_coli, Human, Mouse" in proc.stdout
+    assert "hosts without input data (not materialized): E_coli" in proc.stdout
     assert (tmp_path / "home" / "codon_assets" / "converted_dataset" / "P_pastoris.parquet").exists()
 
 

@@ -69,6 +69,7 @@ INPUTS = {"input/Pic.tsv": ROOT / "examples" / "data" / "Pic.tsv",
 # host_graph_job's selection (codon_assets/defs/automation/jobs.py): every partitioned asset of one host.
 HOST_GRAPH = ["raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features", "enhanced_dataset",
               "surrogate_model", "codon_designs"]
+APP_UID = 1000  # the images' user (deployments/Dockerfile, ARG APP_UID)
 SERVICES = ["postgres", "mlflow", "user_code", "webserver", "daemon"]
 DEPLOYMENTS = [d.strip() for d in os.environ.get("CODON_COMPOSE_TEST_DEPLOYMENTS", "local").split(",") if d.strip()]
 EVO2_ALIAS_REPO = "codon-assets-test-evo2"  # the user-code image under another name, the docker profile's GPU image
@@ -208,6 +209,8 @@ def stack_env(project: str, user_image: str, postgres_image: str, deployment: st
         "CODON_DEPLOYMENT": deployment,
         "CODON_DOCKER_GPU": "0",
         "CODON_EVO2_BACKEND": "markov",
+        # The docker profile's code location starts step containers through the host's socket.
+        "CODON_DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid) if os.path.exists("/var/run/docker.sock") else "0",
         "CODON_DOCKER_LABELS": f"codon-assets.compose=true,{TEST_LABEL}=step,{RUN_LABEL}={project}",
         "DAGSTER_POSTGRES_PASSWORD": secrets.token_hex(12),
     })
@@ -264,8 +267,10 @@ def fill_data_volume(volume: str) -> None:
             for name, source in INPUTS.items():
                 tar.add(source, arcname=name)
         with archive.open("rb") as stdin:
+            # Owned by the images' user (deployments/Dockerfile APP_UID), as a volume the stack created would be.
             docker("run", "--rm", "-i", "--label", f"{TEST_LABEL}=fill", "-v", f"{volume}:/data", BASE_IMAGE,
-                   "tar", "-x", "-C", "/data", "--no-same-owner", stdin=stdin, timeout=120)
+                   "sh", "-c", f"tar -x -C /data --no-same-owner && chown -R {APP_UID}:{APP_UID} /data",
+                   stdin=stdin, timeout=120)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures

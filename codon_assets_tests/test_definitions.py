@@ -55,7 +55,7 @@ def test_lineage_edges():
                        "markov_model": ["converted_dataset"],
                        "evo2_features": ["converted_dataset", "markov_model"],
                        "enhanced_dataset": ["converted_dataset", "evo2_features"],
-                       "surrogate_model": ["enhanced_dataset", "markov_model"],
+                       "surrogate_model": ["enhanced_dataset", "markov_model", "surrogate_model_unified"],
                        "surrogate_model_unified": ["enhanced_dataset", "markov_model"],
                        "codon_designs": ["surrogate_model"]}
 

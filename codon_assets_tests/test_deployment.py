@@ -73,6 +73,15 @@ def test_defaults_host_network_and_one_gpu_for_the_gpu_step_only():
     assert "image" not in docker_executor_config(environ=docker_env())
 
 
+def test_step_containers_run_as_the_launching_user_unless_told():
+    """The images run as an unprivileged user; a step writing to a bind-mounted data directory runs as whoever
+    launched the run, so the files stay writable and theirs (CODON_DOCKER_USER overrides)."""
+    import os
+
+    assert docker_executor_config(environ=docker_env())["container_kwargs"]["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert docker_executor_config(environ=docker_env(CODON_DOCKER_USER="1000:1000"))["container_kwargs"]["user"] == "1000:1000"
+
+
 @pytest.mark.parametrize("value", ["0", "false", "No", "off"])
 def test_gpu_request_switched_off(value):
     config = docker_executor_config(environ=docker_env(CODON_DOCKER_GPU=value))

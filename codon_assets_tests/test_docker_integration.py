@@ -551,8 +551,12 @@ def test_a_scheduled_host_graph_run_routes_each_step_to_its_container(docker_pro
     with dg.DagsterInstance.get() as instance:
         instance.event_log_storage.free_concurrency_slots_for_run(gpu_run["run_id"])
     assert not gpu_run["success"]
-    (gpu_step, gpu_container), = step_containers(label, exclude=before).items()
-    assert gpu_step == "evo2_features" and gpu_container["Config"]["Image"] == evo2_image
+    # features_job: the host's Markov model (a CPU container), then the features (the GPU container).
+    new = step_containers(label, exclude=before)
+    assert set(new) == {"markov_model", "evo2_features"}, sorted(new)
+    assert not new["markov_model"]["HostConfig"].get("DeviceRequests")
+    gpu_container = new["evo2_features"]
+    assert gpu_container["Config"]["Image"] == evo2_image
     (request,) = gpu_container["HostConfig"]["DeviceRequests"]
     assert (request["Driver"], request["Count"], request["Capabilities"]) == ("nvidia", 1, [["gpu"]])
     assert gpu_container["State"]["Status"] == "created"  # no NVIDIA runtime here: it never started

@@ -262,3 +262,11 @@ def test_a_broken_user_file_fails_where_the_hosts_are_used(tmp_path, monkeypatch
         get_host("E_coli")
     monkeypatch.delenv("CODON_HOSTS_FILE")
     assert get_host("E_coli") == TODAY[0]
+
+
+def test_design_refuses_a_host_whose_code_reads_a_codon_differently(user_hosts):
+    from codon_assets.core.design import design_proteins, refuse_non_standard_sense_codons
+
+    with pytest.raises(ValueError, match=r"host C_albicans translates with NCBI table 12 \(CTG -> S\)"):
+        design_proteins([], "C_albicans", None, None, None)
+    refuse_non_standard_sense_codons("E_coli")  # table 11 differs in start codons only: designs as the standard

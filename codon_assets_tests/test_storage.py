@@ -270,3 +270,18 @@ def test_versions_history_and_rollback_on_s3(instance, dagster_home, s3_bucket, 
     evo2 = run({}, selection=["evo2_features"])  # the next load reads the restored table from S3
     features = manager.partition(dg.AssetKey("evo2_features"), HOST)
     assert features.current_run() == evo2.run_id and features.read(None).num_rows == good_rows
+
+
+@pytest.mark.integration
+def test_the_command_line_exports_read_the_runs_version_from_s3(dagster_home, s3_bucket, tmp_path, monkeypatch):
+    """With the asset tables on an object store, `run` writes its exports from the run's own stored versions."""
+    url = f"s3://{s3_bucket}/cli"
+    monkeypatch.setenv("CODON_ASSET_STORE", url)
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(EXAMPLES / "Pic.tsv"), "--output-dir", str(out), "--limit", "40"]) == 0
+    results = json.loads((out / "pipeline_results.json").read_text())
+    assert results["outputs"]["converted_parquet"].startswith(f"{url}/converted_dataset/{HOST}/")
+    lines = (out / "Pic.jsonl").read_text().splitlines()
+    assert len(lines) == results["steps"]["convert"]["valid"] > 0
+    features = json.loads((out / "Pic_evo2_features.json").read_text())
+    assert len(features) == len(lines)

@@ -214,6 +214,23 @@ def test_surrogate_beats_trivial_and_codon_baselines_on_real_yeast(yeast):
     assert metrics["surrogate"]["mae"] < np.abs(y - trivial).mean()
     assert metrics["surrogate"]["spearman"] > 0.5
     assert metrics["surrogate"]["spearman"] >= metrics["baseline_cai"]["spearman"]
+    # The fitting-free baselines on the same records: tAI (yeast has a tRNA table) and ENC (negated).
+    assert metrics["surrogate"]["spearman"] >= max(metrics["baseline_tai"]["spearman"], metrics["baseline_enc"]["spearman"])
+    assert metrics["baseline_enc"]["spearman"] > 0 and np.all(-oof["enc"][np.isfinite(oof["enc"])] <= 61)
+
+
+def test_ridge_baseline_is_standardised_ridge_in_closed_form():
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from codon_assets.core.surrogate import ridge_predict
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.random((300, 8)), np.full(300, 0.25)])  # a constant column is left unscaled
+    y = x[:, :8] @ rng.normal(size=8) + rng.normal(0, 0.1, 300)
+    expected = make_pipeline(StandardScaler(), Ridge(alpha=10.0)).fit(x[:200], y[:200]).predict(x[200:])
+    assert np.allclose(ridge_predict(x[:200], y[:200], x[200:]), expected)
 
 
 def test_training_reports_coverage_of_calibrated_sigma_on_held_out_yeast_records(yeast):

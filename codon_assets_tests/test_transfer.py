@@ -105,3 +105,47 @@ def test_yeast_predicted_from_the_other_hosts_only_ranks_its_measurements():
     assert spearmanr(mu[ok], y[ok])[0] > 0.4
     z = per_host_standardised(y[ok], np.array(["S_cerevisiae"] * ok.sum()))
     assert 0.55 <= np.mean(np.abs(z - mu[ok]) <= sigma[ok]) <= 0.9
+
+
+def test_the_asset_of_a_host_without_measurements_is_transferred_from_the_unified_model(instance, tmp_path):
+    """Yeast has measurements, Pichia (here) none: Pichia's surrogate_model is the unified model of the measured
+    hosts applied through Pichia's profile, and says so in its metadata and MLflow run."""
+    import shutil
+
+    import dagster as dg
+    import mlflow
+
+    from codon_assets.definitions import defs
+    from codon_assets_tests.test_assets import resources_for
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("Sac.tsv", "Sac_measured.tsv", "Pic.tsv"):
+        shutil.copy(EXAMPLES / name, inputs / name)
+    resources = resources_for(inputs, tmp_path / "s")
+    host_graph = ["raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features",
+                  "enhanced_dataset", "surrogate_model"]
+
+    def materialize(selection, partition):
+        return dg.materialize(list(defs.assets), partition_key=partition, instance=instance, resources=resources,
+                              selection=selection, raise_on_error=False)
+
+    # Without a model of measured hosts there is nothing to transfer from: one clear failure.
+    first = materialize(host_graph, "P_pastoris")
+    assert not first.success
+    failure = next(e for e in first.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "no model of the measured hosts to transfer from" in failure.step_failure_data.error.message
+
+    assert materialize(host_graph, "S_cerevisiae").success
+    assert materialize(["surrogate_model_unified"], None).success
+    result = materialize(["surrogate_model"], "P_pastoris")
+    assert result.success
+    meta = next(e.step_materialization_data.materialization.metadata for e in result.get_asset_materialization_events())
+    assert meta["label_source"].value == "transferred" and meta["source_hosts"].value == ["S_cerevisiae"]
+    assert meta["label_scale"].value == "per-host z of log10"
+    assert meta["source_model_uri"].value.startswith("models:/codon-surrogate-unified/")
+    assert "source_cv_spearman" in meta and not any(k.startswith("cv_") for k in meta)  # no CV of its own
+    mlflow.set_tracking_uri(resources["mlflow_tracking"].uri())
+    run = mlflow.get_run(meta["mlflow_run_id"].value)
+    assert run.data.tags["label_source"] == "transferred" and run.data.tags["source_hosts"] == "S_cerevisiae"
+    assert run.data.params["label_source"] == "transferred"

@@ -181,7 +181,7 @@ def input_example(data, records: int = 2):
     host: what a caller of a markov-feature model sends)."""
     import pandas as pd
 
-    n = min(records, len(data.target))
+    n = min(records, len(data.host))
     return pd.DataFrame({"protein_id": data.protein_id[:n].to_pylist(), "sequence": data.sequences[:n].to_pylist(),
                          "host": data.host[:n].tolist()})
 

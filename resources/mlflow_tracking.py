@@ -7,27 +7,50 @@ store is sqlite inside DAGSTER_HOME, so the embedded instance needs no server; a
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import dagster as dg
+import numpy as np
+import pyarrow as pa
 
 from codon_assets.settings import dagster_home, mlflow_ui_url
-from resources.mlflow_pyfunc import (  # noqa: F401  (PYFUNC_CODE, pyfunc_signature: importable from here too)
-    PYFUNC_CODE,
-    log_surrogate_pyfunc,
-    pinned_requirements,
-    pyfunc_signature,
-)
+from resources.mlflow_pyfunc import log_surrogate_pyfunc, pinned_requirements
 
 if TYPE_CHECKING:
+    from codon_assets.core.surrogate import SurrogateModel
     from codon_assets.core.training import TrainingResult
 
 EXPERIMENT = "codon-surrogate"
 DESIGN_EXPERIMENT = "codon-designs"
+# What is being prepared in the background, by store URI (``MlflowTracking.setup_for_execution``): the import
+# of mlflow (a thread) and, for a new sqlite store, the creation of its tables (a process of its own: alembic,
+# which runs MLflow's schema migrations, keeps global state that Dagster's own sqlite storage uses too).
+_PREPARING: dict[str, tuple[threading.Thread, subprocess.Popen | None]] = {}
+_CREATE_STORE = """
+import sys
+import mlflow
+from filelock import FileLock
+uri = sys.argv[1]
+with FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300):
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)  # opens (creates) the tracking store's tables
+    client.search_registered_models(max_results=1)  # and the registry's
+"""
+
+
+def _import_mlflow() -> None:
+    try:
+        import mlflow  # noqa: F401
+    except Exception:  # noqa: BLE001  (activate imports it again and reports what is wrong)
+        pass
+
 
 # What loading each logged booster imports. The pyfunc's requirements and code come from its imports
 # (resources/mlflow_pyfunc.py): it packs the codon_assets modules it needs, no codon-assets distribution.
@@ -69,18 +92,51 @@ class MlflowTracking(dg.ConfigurableResource):
         folder.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{folder / 'mlflow.db'}"
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Start preparing the store in the background, so that it overlaps the steps and the training that
+        come before any logging: importing mlflow (~2 s) and, for a sqlite store not yet created, creating its
+        tables (seconds of schema migrations). ``activate`` waits for both; a failure is left to it."""
+        uri = self.uri()
+        if uri in _PREPARING:
+            return
+        importing = threading.Thread(target=_import_mlflow, name="mlflow-import", daemon=True)
+        importing.start()
+        creating = None
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            try:
+                creating = subprocess.Popen([sys.executable, "-c", _CREATE_STORE, uri], stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except OSError:
+                pass
+        _PREPARING[uri] = (importing, creating)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        _, creating = _PREPARING.get(self.uri(), (None, None))
+        if creating is not None:
+            creating.wait()  # a run that logged nothing still leaves a whole store (and no zombie process)
+
+    def _first_use_lock(self, uri: str):
+        from contextlib import nullcontext
+
+        from filelock import FileLock
+
+        # Two processes opening a new sqlite store at once both run its schema migrations and one fails
+        # ("duplicate column"): the first use of a store is serialised by a lock file beside it.
+        return FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300) if uri.startswith("sqlite:///") \
+            else nullcontext()
+
     def activate(self, experiment: str = EXPERIMENT) -> str:
         """Point the mlflow client at this store and make sure the experiment exists; returns its id."""
         import mlflow
-        from filelock import FileLock
 
         uri = self.uri()
-        if uri.startswith("sqlite:///"):
-            # Two processes opening a new sqlite store at once both run its schema migrations and one fails
-            # ("duplicate column"): the first use of a store is serialised by a lock file beside it.
-            with FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300):
-                return self._activate(mlflow, uri, experiment)
-        return self._activate(mlflow, uri, experiment)
+        importing, creating = _PREPARING.get(uri, (None, None))
+        if importing is not None:
+            importing.join()
+        if creating is not None:
+            creating.wait()
+        with self._first_use_lock(uri):
+            return self._activate(mlflow, uri, experiment)
 
     def _activate(self, mlflow, uri: str, experiment: str) -> str:
         mlflow.set_tracking_uri(uri)
@@ -142,6 +198,33 @@ class MlflowTracking(dg.ConfigurableResource):
                                                       f"({tags.get('dagster.asset_key', '')}).")
         return LoggedModel(experiment_id, run.info.run_id, self.run_url(experiment_id, run.info.run_id), model_name,
                            version, figures)
+
+    def log_transferred(self, model: SurrogateModel, records: pa.Table, model_name: str,
+                        tags: dict[str, str]) -> LoggedModel:
+        """One MLflow run for a transferred model (no training of its own): where it comes from, the source
+        model's cross-validation on the measured hosts, and the pyfunc, registered as a new version of
+        ``model_name``."""
+        import mlflow
+
+        experiment_id = self.activate()
+        host = records["host"][0].as_py() if records.num_rows else ""
+        with tempfile.TemporaryDirectory(prefix="surrogate-") as tmp, \
+                mlflow.start_run(experiment_id=experiment_id, run_name=f"{model_name}-{tags.get('dagster.run_id', '')[:8]}",
+                                 tags=tags) as run:
+            mlflow.log_params({"feature_backend": model.backend, "label_source": model.label_source,
+                               "label_scale": model.label_scale, "source_hosts": ",".join(model.source_hosts),
+                               "records": records.num_rows,
+                               "cai_reference": f"{host}: {model.builders[host].cai_reference}"})
+            mlflow.log_metrics({f"source.{k.removeprefix('cv_')}": v for k, v in model.metrics.items()})
+            example = SimpleNamespace(protein_id=records["protein_id"], sequences=records["sequence"],
+                                      host=np.array(records["host"].to_pylist()))
+            info = log_surrogate_pyfunc(model, example, Path(tmp) / "pyfunc", model_name)
+            version = int(info.registered_model_version)
+            mlflow.MlflowClient().update_model_version(
+                model_name, str(version), description=f"Transferred from {', '.join(model.source_hosts)} by Dagster "
+                                                      f"run {tags.get('dagster.run_id', '')}.")
+        return LoggedModel(experiment_id, run.info.run_id, self.run_url(experiment_id, run.info.run_id), model_name,
+                           version)
 
     def log_designs(self, designs, summary: dict, params: dict, tags: dict[str, str], run_name: str) -> LoggedRun:
         """One MLflow run for a design batch: its settings, the numeric summary and the designs as TSV."""

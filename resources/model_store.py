@@ -64,12 +64,14 @@ class ModelIOManager(dg.ConfigurableIOManager):
         os.replace(pointer, folder / CURRENT)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(version))})
 
-    def load_input(self, context: dg.InputContext) -> SurrogateModel | MarkovCdsModel | dict:
+    def load_input(self, context: dg.InputContext) -> SurrogateModel | MarkovCdsModel | dict | None:
         if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
             # Every host's model (e.g. for the unified surrogate): the hosts that have one.
             models = {key: self._load(context, self._folder(context, key)) for key in context.asset_partition_keys}
             return {key: model for key, model in models.items() if model is not None}
         model = self._load(context, self._folder(context))
+        if model is None and (context.definition_metadata or {}).get("allow_missing"):
+            return None  # an input the asset can do without (it says when it needs it)
         if model is None:
             raise FileNotFoundError(f"no stored model in {self._folder(context)}: "
                                     f"materialize {context.asset_key.to_user_string()} first")

@@ -19,9 +19,13 @@ def write_json(data: object, path: Path) -> None:
         json.dump(data, handle, indent=2)
 
 
-def table_batches(path: Path, columns: list[str] | None = None, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
-    """A stored Parquet table, batch by batch: exports stream, whatever the partition's size."""
-    return pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+def table_batches(path: str, columns: list[str] | None = None, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """The stored table version at ``path`` (the materialization's own: a local path or an object-store URL,
+    read through the store's filesystem), in batches."""
+    from upath import UPath
+
+    with UPath(path).open("rb") as handle:
+        yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def _converted_record(row: dict) -> dict:

@@ -152,7 +152,10 @@ def cmd_design(args: argparse.Namespace) -> int:
     proteins, rejects = read_proteins(args.input)
     if not proteins:
         raise CliError(f"{args.input}: no usable protein ({len(rejects)} rejected)")
-    designs, summary = run_design(model, host, proteins, config)
+    try:
+        designs, summary = run_design(model, host, proteins, config)
+    except ValueError as exc:  # a genetic code designs do not support
+        raise CliError(str(exc), code=2) from None
     write_designs(designs, args.output)
     for reject in rejects:
         print(f"rejected {reject.protein_id or '?'} ({reject.source}): {reject.reason} {reject.detail}", file=sys.stderr)

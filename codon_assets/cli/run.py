@@ -96,9 +96,12 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
         model = meta["surrogate_model"]
         results["steps"]["train_surrogate"] = {
             "status": "success",
-            "metrics": {k.removeprefix("cv_"): v for k, v in model.items() if k.startswith("cv_")},
-            "baselines": model["baselines"],
+            # A transferred model has no training of its own: the figures are its source model's.
+            "metrics": {k.removeprefix("cv_").removeprefix("source_cv_"): v for k, v in model.items()
+                        if k.startswith(("cv_", "source_cv_"))},
+            "baselines": model.get("baselines", {}),
             "label_source": model["label_source"],
+            "label_scale": model["label_scale"],
             "source_hosts": model["source_hosts"],
             "mlflow_run_id": model["mlflow_run_id"],
             "model_name": model["registered_model"],
@@ -109,10 +112,13 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
         pkl = output_dir / "models" / f"{stem}_surrogate.pkl"
         export_pickle(Path(model["path"]), pkl)
         results["outputs"]["surrogate_pkl"] = str(pkl)
-        kind = ("measured labels" if model["label_source"] == "measured" else
-                f"transferred: no measured labels for {host}, trained on {', '.join(model['source_hosts'])}")
-        print(f"[{host}] surrogate: held-out Spearman {model['cv_spearman']:.3f} ({kind}), "
-              f"registered {model['model_uri']} -> {pkl}", file=sys.stderr)
+        if model["label_source"] == "measured":
+            quality = f"held-out Spearman {model['cv_spearman']:.3f} (measured labels)"
+        else:
+            quality = (f"transferred: no measured labels for {host}; the unified model of "
+                       f"{', '.join(model['source_hosts'])} (held-out Spearman {model['source_cv_spearman']:.3f} there) "
+                       "through its own profile, mu on the per-host relative scale")
+        print(f"[{host}] surrogate: {quality}, registered {model['model_uri']} -> {pkl}", file=sys.stderr)
     if not result.success:
         results["error"] = _failure_message(result)
     results["total_seconds"] = round(time.perf_counter() - started, 3)
@@ -196,32 +202,23 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         raise CliError(f"no host has input in {finder.input_dir}")
     skipped = [h for h in host_partitions.get_partition_keys() if h not in with_data]
     failed = []
-    for host in hosts:
-        # Designs need target proteins (CODON_PROTEINS_DIR/<host>.fasta); a host without them stops at its model.
-        design = DESIGN if finder.proteins_for(host) is not None else []
-        result, _ = materialize_partition(host, INGEST_AND_FEATURES + MODEL + design)
-        if result.success:
-            meta = _materializations(result)
-            model = meta["surrogate_model"]
-            designs = (f"{meta['codon_designs']['summary']['n_proteins']} designs (mean reward gain over preferred "
-                       f"codons {meta['codon_designs']['summary']['mean_reward_gain_over_preferred']:+.3f})" if design
-                       else f"no designs (no target proteins for {host} in {finder.proteins_dir})")
-            print(f"[{host}] materialized: {meta['converted_dataset']['valid']} valid, "
-                  f"{meta['converted_dataset']['rejected']} rejected, {meta['evo2_features']['success']} scored, "
-                  f"surrogate {model['model_uri']} (held-out Spearman {model['cv_spearman']:.3f}, "
-                  f"{model['label_source']} labels{', from ' + ', '.join(model['source_hosts']) if model['label_source'] == 'transferred' else ''}), "
-                  f"{designs}")
-        else:
-            failed.append(host)
-            print(f"[{host}] FAILED: {_failure_message(result)}", file=sys.stderr)
-    if len(failed) < len(hosts):
+    # Hosts with measurements first, then the unified model of them, then the hosts without: their models are
+    # transferred from the unified one.
+    measured = [h for h in hosts if finder.measured_for(h) is not None]
+    for host in measured:
+        failed += _materialize_host(host, finder)
+    if len(failed) < len(measured) or not measured:
         result, _ = materialize_partition(None, ["surrogate_model_unified"])
         if result.success:
             meta = _materializations(result)["surrogate_model_unified"]
-            print(f"[unified] surrogate {meta['model_uri']} (held-out Spearman {meta['cv_spearman']:.3f})")
+            print(f"[unified] surrogate {meta['model_uri']} (held-out Spearman {meta['cv_spearman']:.3f}, "
+                  f"measured labels of {', '.join(meta['source_hosts'])})")
         else:
             failed.append("unified")
             print(f"[unified] FAILED: {_failure_message(result)}", file=sys.stderr)
+    for host in hosts:
+        if host not in measured:
+            failed += _materialize_host(host, finder)
     if skipped:
         print(f"hosts without input data (not materialized): {', '.join(skipped)}")
     from resources.mlflow_tracking import MlflowTracking
@@ -232,3 +229,24 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         raise CliError(f"materialization failed for {', '.join(failed)}")
     return 0
 
+
+def _materialize_host(host: str, finder) -> list[str]:
+    """Every asset of one host; designs when it has target proteins. Returns [host] when it failed."""
+    # Designs need target proteins (CODON_PROTEINS_DIR/<host>.fasta); a host without them stops at its model.
+    design = DESIGN if finder.proteins_for(host) is not None else []
+    result, _ = materialize_partition(host, INGEST_AND_FEATURES + MODEL + design)
+    if not result.success:
+        print(f"[{host}] FAILED: {_failure_message(result)}", file=sys.stderr)
+        return [host]
+    meta = _materializations(result)
+    model = meta["surrogate_model"]
+    kind = ("measured labels" if model["label_source"] == "measured"
+            else f"transferred from {', '.join(model['source_hosts'])}")
+    spearman = model.get("cv_spearman", model.get("source_cv_spearman"))
+    designs = (f"{meta['codon_designs']['summary']['n_proteins']} designs (mean reward gain over preferred codons "
+               f"{meta['codon_designs']['summary']['mean_reward_gain_over_preferred']:+.3f})" if design
+               else f"no designs (no target proteins for {host} in {finder.proteins_dir})")
+    print(f"[{host}] materialized: {meta['converted_dataset']['valid']} valid, {meta['converted_dataset']['rejected']} "
+          f"rejected, {meta['evo2_features']['success']} scored, surrogate {model['model_uri']} (held-out Spearman "
+          f"{spearman:.3f}, {kind}), {designs}")
+    return []

@@ -176,6 +176,23 @@ def _scorable(cds: str | None) -> bool:
     return bool(cds) and not set(cds.upper()) - set("ACGT") and len(cds) % 3 == 0
 
 
+def refuse_non_standard_sense_codons(host: str) -> None:
+    """Designs back-translate with the standard code's synonymous codons. A host whose table reads a codon
+    differently (CTG as Ser in the CTG-clade yeasts) would get CDS encoding another protein: refused, with the
+    codons named. Tables that differ only in start codons (11, bacterial) design as the standard one."""
+    from codon_assets.core.genetic_code import genetic_code
+    from codon_assets.core.hosts import HOSTS_BY_KEY
+
+    if host not in HOSTS_BY_KEY:
+        return
+    table = HOSTS_BY_KEY[host].translation_table
+    differing = {c: aa for c, aa in genetic_code(table).codon_to_aa.items() if CODON_TO_AA[c] != aa}
+    if differing:
+        shown = ", ".join(f"{c} -> {'stop' if aa == '*' else aa}" for c, aa in sorted(differing.items()))
+        raise ValueError(f"host {host} translates with NCBI table {table} ({shown}); designs use the standard "
+                         "code's synonymous codons, so they would encode another protein: not supported")
+
+
 def design_proteins(
     proteins: Sequence[ProteinRecord],
     host: str,
@@ -195,6 +212,7 @@ def design_proteins(
     Forbidden sites: those of ``settings`` (``avoid_motifs`` and ``avoid_enzymes``), added to those of
     ``constraints``; with ``constraints`` None, those of ``settings`` alone."""
     t0 = time.perf_counter()
+    refuse_non_standard_sense_codons(host)
     if host not in surrogate.markov_models:
         raise ValueError(f"the surrogate has no Markov model for host {host!r}: set surrogate.markov_models[{host!r}]")
     c = (constraints or DesignConstraints.for_host(host_codon_counts, forbidden_motifs=())).with_settings(settings)

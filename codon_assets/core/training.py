@@ -5,7 +5,7 @@ here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from codon_assets.core import plots
 from codon_assets.core.calibration import reliability_curve
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.surrogate import (
+    PER_HOST_Z,
     SurrogateModel,
     TrainingSet,
     add_transfer_host,
@@ -105,3 +106,17 @@ def train_surrogate(enhanced: pa.Table, markov_models: dict[str, MarkovCdsModel]
     model.metrics = {f"cv_{k}": v for k, v in metrics["surrogate"].items()}
     return TrainingResult(model, data, metrics, held_out, oof, top_importances(model),
                           reliability_curve(held_out, oof["mu"], oof["sigma"]))
+
+
+def transfer_model(source: SurrogateModel, records: pa.Table, host: str, markov: MarkovCdsModel) -> SurrogateModel:
+    """The model of ``host``, which has no measurements of its own: ``source`` (trained on the measured hosts
+    with host descriptors, per-host relative labels: the unified model) applied through ``host``'s own
+    profile, built from its records without any label (``add_transfer_host``). The boosters are shared."""
+    if not source.source_hosts or source.label_scale != PER_HOST_Z:
+        raise ValueError("the source model is not a transfer model (trained on measured hosts with per-host "
+                         "relative labels): materialize surrogate_model_unified")
+    model = replace(source, hosts=list(source.hosts), builders=dict(source.builders),
+                    host_profiles=dict(source.host_profiles), markov_models={host: markov},
+                    label_source="transferred", metrics=dict(source.metrics), registry={})
+    add_transfer_host(model, records, host)
+    return model

@@ -1,6 +1,7 @@
 """Build Human.fa.gz and mouse.fa.gz (real Ensembl CDS, one per gene) from fetched GitHub snapshots.
 
-Run from the repository root, after fetching the three snapshots below into MIRROR (default /work/.mirror):
+Run from the repository root, after fetching the three snapshots below into a folder MIRROR (git directories
+named owner+name):
 
     .venv/bin/python examples/data/cds_build.py [MIRROR]
 
@@ -193,5 +194,7 @@ def main(mirror: Path) -> dict:
 
 
 if __name__ == "__main__":
-    result = main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/work/.mirror"))
+    if len(sys.argv) != 2:
+        sys.exit("usage: cds_build.py MIRROR  (a folder of fetched repository snapshots)")
+    result = main(Path(sys.argv[1]))
     print(json.dumps(result, indent=2, default=dict))

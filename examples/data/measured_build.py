@@ -1,4 +1,4 @@
-"""Rebuild the candidate measured-expression tables in this folder from fetched GitHub snapshots.
+"""Rebuild the measured-expression tables in this folder from fetched GitHub snapshots.
 
 Provenance script (nothing in the package imports it). Every source is read straight
 out of a git snapshot with ``git show <commit>:<path>``, pinned to the commit recorded below, so the output
@@ -27,8 +27,8 @@ Sources (see README.md for citations, licences and caveats):
 
 Run (needs xlrd, openpyxl and pyreadr, which the project venv does not carry):
 
-    pip install --target /tmp/xlpkgs openpyxl xlrd pyreadr
-    PYTHONPATH=/tmp/xlpkgs .venv/bin/python examples/data/measured_build.py [--mirror /work/.mirror]
+    .venv/bin/pip install openpyxl xlrd pyreadr
+    .venv/bin/python examples/data/measured_build.py --mirror MIRROR
 
 It writes the *_measured*.tsv files next to itself and prints row counts and the overlap with
 examples/data/Pic.tsv.
@@ -39,12 +39,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import re
 import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
@@ -202,7 +200,7 @@ def human_table(mirror: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mirror", type=Path, default=Path("/work/.mirror"), help="folder of fetched snapshots")
+    ap.add_argument("--mirror", type=Path, required=True, help="folder of fetched snapshots (owner+name git dirs)")
     args = ap.parse_args()
     pichia_tables(args.mirror)
     pic_overlap()

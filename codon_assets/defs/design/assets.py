@@ -2,6 +2,7 @@
 surrogate (GRPO-style policy) and compared with preferred-codon and random-synonymous baselines."""
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +12,7 @@ import pyarrow as pa
 from codon_assets.core.design import Design, design_proteins, design_summary
 from codon_assets.core.design_constraints import DesignConstraints, preferred_stop
 from codon_assets.core.design_formats import designs_table, write_designs
-from codon_assets.core.design_settings import OptimiserSettings, SettingsError
+from codon_assets.core.design_settings import OptimiserSettings
 from codon_assets.core.proteins import ProteinRecord, read_proteins
 from codon_assets.core.surrogate import SurrogateModel
 from codon_assets.core.tsv import InputError
@@ -61,42 +62,39 @@ def run_design(model: SurrogateModel, host: str, proteins: list[ProteinRecord],
 
 @dg.asset(
     partitions_def=host_partitions,
+    # A host without target proteins has nothing to design: the step ends without a materialization (and
+    # says so), so the weekly run of that host still succeeds.
+    output_required=False,
     description=(
         "Host-specific CDS for the target proteins (examples/proteins/<host>.fasta or .tsv), optimised by a "
         "GRPO-style codon policy against the host's surrogate (mu - lam*sigma + eta*Markov log-likelihood) "
-        "under hard constraints (exact back-translation, start/stop, no internal stop, no restriction sites, "
-        "the host's GC window, no homopolymer >= 8); preferred-codon and random baselines in the same run."
+        "under hard constraints (exact back-translation, start/stop, no internal stop, no restriction sites "
+        "(enzymes by REBASE name, IUPAC motifs), the host's GC window, no homopolymer >= 8); preferred-codon "
+        "and random baselines in the same run; also written as FASTA and GenBank (fasta_path, genbank_path)."
     ),
 )
 def codon_designs(context: dg.AssetExecutionContext, config: DesignConfig, input_files: InputFiles,
-                  mlflow_tracking: MlflowTracking, surrogate_model: SurrogateModel) -> dg.Output[pa.Table]:
+                  mlflow_tracking: MlflowTracking, surrogate_model: SurrogateModel) -> Iterator[dg.Output[pa.Table]]:
     host = context.partition_key
     source = input_files.proteins_for(host)
     if source is None:
-        raise dg.Failure(f"no target proteins for {host}: put {host}.fasta or {host}.tsv in {input_files.proteins_dir}")
+        context.log.warning(f"no target proteins for {host}: put {host}.fasta or {host}.tsv in "
+                            f"{input_files.proteins_dir}; nothing designed")
+        return
     try:
         proteins, rejects = read_proteins(source)
-    except InputError as exc:
-        raise dg.Failure(str(exc)) from None
-    try:
         designs, summary = run_design(surrogate_model, host, proteins, config)
-    except SettingsError as exc:
+    except (InputError, ValueError) as exc:  # an unreadable file, bad settings, a genetic code not supported
         raise dg.Failure(str(exc)) from None
     table = designs_table(designs)
     files = write_design_files(designs, storage_root() / "codon_designs" / host, context.run.run_id)
     context.log.info(f"designed {len(designs)} proteins: {json.dumps(summary)}")
-    registry = surrogate_model.registry
-    logged = mlflow_tracking.log_designs(
-        table.to_pandas().drop(columns=["constraint_report"]), summary,
-        params={**config.model_dump(), "proteins": len(proteins), "rejected_proteins": len(rejects),
-                "source": str(source)},
-        tags={"dagster.run_id": context.run.run_id, "dagster.partition": host,
-              "surrogate.model_uri": registry.get("model_uri", ""),
-              "surrogate.mlflow_run_id": registry.get("mlflow_run_id", "")},
-        run_name=f"designs-{host}-{context.run.run_id[:8]}")
-    return dg.Output(table, metadata={
+    logged = log_designs(context, mlflow_tracking, table, summary, surrogate_model.registry,
+                         {**config.model_dump(), "proteins": len(proteins), "rejected_proteins": len(rejects),
+                          "source": str(source)})
+    yield dg.Output(table, metadata={
         **table_metadata(table.drop_columns(["constraint_report"])),
-        "surrogate_model_uri": registry.get("model_uri", ""),
+        "surrogate_model_uri": surrogate_model.registry.get("model_uri", ""),
         "mlflow_run_id": logged.run_id,
         "mlflow_run_url": dg.MetadataValue.url(logged.run_url),
         "summary": dg.MetadataValue.json(summary),
@@ -104,6 +102,18 @@ def codon_designs(context: dg.AssetExecutionContext, config: DesignConfig, input
         "feasible": int(sum(d.feasible for d in designs)),
         **{f"{kind}_path": dg.MetadataValue.path(str(path)) for kind, path in files.items()},
     })
+
+
+def log_designs(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, table: pa.Table, summary: dict,
+                registry: dict[str, str], params: dict):
+    """The design batch's MLflow run, tagged with the Dagster run and the surrogate it was designed against."""
+    host = context.partition_key
+    return mlflow_tracking.log_designs(
+        table.to_pandas().drop(columns=["constraint_report"]), summary, params=params,
+        tags={"dagster.run_id": context.run.run_id, "dagster.partition": host,
+              "surrogate.model_uri": registry.get("model_uri", ""),
+              "surrogate.mlflow_run_id": registry.get("mlflow_run_id", "")},
+        run_name=f"designs-{host}-{context.run.run_id[:8]}")
 
 
 def write_design_files(designs: list[Design], folder: Path, run_id: str) -> dict[str, Path]:

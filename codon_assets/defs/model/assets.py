@@ -10,7 +10,7 @@ import pyarrow as pa
 from codon_assets.core.enhance import build_enhanced
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.surrogate import MIN_MEASURED, TRAINING_COLUMNS, SurrogateModel, measured_hosts
-from codon_assets.core.training import train_surrogate
+from codon_assets.core.training import train_surrogate, transfer_model
 from codon_assets.core.tsv import InputError
 from codon_assets.metadata import counts_table, markdown_table, table_metadata
 from codon_assets.asset_specs import host_partitions
@@ -19,7 +19,9 @@ from resources.mlflow_tracking import MlflowTracking
 
 # The model stage follows its inputs: whenever a host's features (or its enhanced dataset) are updated and
 # their blocking checks passed, the next stage is requested.
-FOLLOWS_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+# The unified model is ignored: it is the source of transferred hosts only, and it follows the hosts itself.
+FOLLOWS_UPSTREAM = (dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets("surrogate_model_unified"))
+                    & dg.AutomationCondition.all_deps_blocking_checks_passed())
 # The unified model follows any host's update once no host run is in progress; hosts without data (never
 # materialized) do not hold it back, and nothing is requested before some host has data.
 FOLLOWS_HOSTS = (
@@ -96,17 +98,10 @@ def _upstream_versions(context: dg.AssetExecutionContext, keys: list[str], parti
     return versions
 
 
-def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, enhanced: pa.Table,
-                  markov_models: dict, model_name: str, partition: str | None, upstream: dict[str, str],
-                  transfer_to: dict[str, pa.Table] | None = None) -> dg.Output[SurrogateModel]:
-    """Train (core), log and register (the MLflow resource), and hand the model to the model store."""
-    context.log.info(f"training {model_name} on the measured records of {enhanced.num_rows} enhanced records")
-    try:
-        result = train_surrogate(enhanced, markov_models, transfer_to)
-    except ValueError as exc:
-        raise dg.Failure(str(exc)) from None
-    model = result.model
-    logged = mlflow_tracking.log_training(result, model_name, tags={
+def lineage_tags(context: dg.AssetExecutionContext, model: SurrogateModel, partition: str | None,
+                 upstream: dict[str, str]) -> dict[str, str]:
+    """The MLflow run's tags: what the model learnt from, and the Dagster run, asset and inputs it came from."""
+    return {
         "label_source": model.label_source,
         "label_scale": model.label_scale,
         "source_hosts": ",".join(model.source_hosts),
@@ -116,7 +111,12 @@ def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrac
         "dagster.partition": partition or "",
         "dagster.code_version": context.assets_def.code_versions_by_key[context.asset_key] or "",
         **{f"dagster.upstream.{k}.data_version": v for k, v in upstream.items()},
-    })
+    }
+
+
+def model_output(model: SurrogateModel, logged, mlflow_tracking: MlflowTracking, model_name: str,
+                 metadata: dict) -> dg.Output[SurrogateModel]:
+    """The model, with where it is registered, for the model store and the assets built on it."""
     model.registry = {"model_uri": logged.model_uri, "mlflow_run_id": logged.run_id}
     return dg.Output(model, metadata={
         "mlflow_run_id": logged.run_id,
@@ -126,10 +126,26 @@ def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrac
         "registered_model": model_name,
         "registered_version": logged.version,
         "label_source": model.label_source,
+        "label_scale": model.label_scale,
         "source_hosts": dg.MetadataValue.json(model.source_hosts),
         "transferred_hosts": dg.MetadataValue.json([h for h in model.hosts if h not in model.source_hosts]),
-        "measured_training_records": len(result.data.target),
         "feature_backend": model.backend,
+        **metadata,
+    })
+
+
+def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, enhanced: pa.Table,
+                  markov_models: dict, model_name: str, partition: str | None, upstream: dict[str, str],
+                  transfer_to: dict[str, pa.Table] | None = None) -> dg.Output[SurrogateModel]:
+    """Train (core), log and register (the MLflow resource), and hand the model to the model store."""
+    context.log.info(f"training {model_name} on the measured records of {enhanced.num_rows} enhanced records")
+    try:
+        result = train_surrogate(enhanced, markov_models, transfer_to)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
+    logged = mlflow_tracking.log_training(result, model_name, lineage_tags(context, result.model, partition, upstream))
+    return model_output(result.model, logged, mlflow_tracking, model_name, {
+        "measured_training_records": len(result.data.target),
         "cv_records": len(result.held_out),
         **{f"cv_{k}": round(v, 4) for k, v in result.metrics["surrogate"].items()},
         "baselines": dg.MetadataValue.json(result.metrics),
@@ -139,40 +155,56 @@ def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrac
     })
 
 
+def log_transferred(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, model: SurrogateModel,
+                    records: pa.Table, model_name: str, upstream: dict[str, str],
+                    source_uri: str) -> dg.Output[SurrogateModel]:
+    """Log and register a transferred model; its figures of merit are the source model's, on the measured hosts."""
+    host = context.partition_key
+    tags = {**lineage_tags(context, model, host, upstream), "source_model_uri": source_uri}
+    logged = mlflow_tracking.log_transferred(model, records, model_name, tags)
+    return model_output(model, logged, mlflow_tracking, model_name, {
+        "records": records.num_rows,
+        "source_model_uri": source_uri,
+        **{f"source_{k}": round(v, 4) for k, v in model.metrics.items()},
+    })
+
+
 @dg.asset(
     partitions_def=host_partitions,
     io_manager_key="model_io_manager",
-    # Training reads these columns of the enhanced records, and of the features only the Markov model stored
-    # in their schema (one small column comes along).
-    # Every host's enhanced records: a host without measurements learns from the hosts that have them.
-    ins={"enhanced_dataset": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"columns": TRAINING_COLUMNS})},
+    ins={"enhanced_dataset": dg.AssetIn(metadata={"columns": TRAINING_COLUMNS}),
+         # The model a host without measurements is transferred from; a measured host does without it.
+         "surrogate_model_unified": dg.AssetIn(metadata={"allow_missing": True})},
     automation_condition=FOLLOWS_UPSTREAM,
     description=(
         "Per-host LightGBM quantile surrogate (mu at alpha 0.5; sigma from |q0.84 - mu|, calibrated on held-out "
         "folds, never below a floor) on the host's measured log10 expression. A host with fewer than 50 "
-        "measured values gets a transferred model (label_source=transferred): trained on the measured hosts, "
-        "host descriptors instead of a host id; the metadata estimate is never a label. Grouped 5-fold CV with "
-        "CAI and ridge baselines; one MLflow run per materialization, registered as codon-surrogate-<host>."
+        "measured values gets the unified model (trained on the measured hosts, host descriptors instead of a "
+        "host id) applied through its own profile: label_source=transferred, mu on the per-host relative "
+        "scale; the metadata estimate is never a label. Grouped 5-fold CV with CAI and ridge baselines; one "
+        "MLflow run per materialization, registered as codon-surrogate-<host>."
     ),
 )
-def surrogate_model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking,
-                    enhanced_dataset: dict[str, pa.Table], markov_model: MarkovCdsModel) -> dg.Output[SurrogateModel]:
+def surrogate_model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, enhanced_dataset: pa.Table,
+                    markov_model: MarkovCdsModel,
+                    surrogate_model_unified: SurrogateModel | None) -> dg.Output[SurrogateModel]:
     host = context.partition_key
-    own = enhanced_dataset.get(host)
-    if own is None:
-        raise dg.Failure(f"no enhanced dataset for {host}: materialize enhanced_dataset[{host}] first")
     upstream = _upstream_versions(context, ["enhanced_dataset", "markov_model"], host)
-    if host in measured_hosts(own):
-        return train_and_log(context, mlflow_tracking, own, {host: markov_model},
+    if host in measured_hosts(enhanced_dataset):
+        return train_and_log(context, mlflow_tracking, enhanced_dataset, {host: markov_model},
                              f"codon-surrogate-{host}", host, upstream)
-    sources = {h: t for h, t in enhanced_dataset.items() if h != host and h in measured_hosts(t)}
-    if not sources:
-        raise dg.Failure(f"{host} has fewer than {MIN_MEASURED} measured values and no other host has them: "
-                         "give a measured table for it (<alias>_measured.tsv beside its input) or for another host")
-    context.log.info(f"{host} has no measured labels: transferring from {', '.join(sorted(sources))}")
-    upstream |= {f"enhanced_dataset.{h}": v for h in sources for v in _upstream_versions(context, ["enhanced_dataset"], h).values()}
-    return train_and_log(context, mlflow_tracking, pa.concat_tables(list(sources.values()), promote_options="default"),
-                         {host: markov_model}, f"codon-surrogate-{host}", host, upstream, {host: own})
+    if surrogate_model_unified is None or not surrogate_model_unified.source_hosts:
+        raise dg.Failure(f"{host} has fewer than {MIN_MEASURED} measured values and there is no model of the measured "
+                         "hosts to transfer from: give its measured table (<alias>_measured.tsv beside its input), or "
+                         "materialize hosts with measurements and surrogate_model_unified first")
+    try:
+        model = transfer_model(surrogate_model_unified, enhanced_dataset, host, markov_model)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
+    context.log.info(f"{host} has no measured labels: transferred from {', '.join(model.source_hosts)}")
+    upstream |= _upstream_versions(context, ["surrogate_model_unified"], None)
+    return log_transferred(context, mlflow_tracking, model, enhanced_dataset, f"codon-surrogate-{host}", upstream,
+                           surrogate_model_unified.registry.get("model_uri", ""))
 
 
 @dg.asset(
