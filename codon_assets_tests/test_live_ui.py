@@ -488,7 +488,9 @@ def page(chromium_path, live, backfill):
         browser = playwright.chromium.launch(
             executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            # Wide enough for the lineage graph (seven assets upstream of the unified model) to draw its nodes
+            # with their details (checks, partition fill), which the UI leaves out when zoomed out.
+            page = browser.new_page(viewport={"width": 2200, "height": 1200})
             page.set_default_timeout(60_000)
             yield page
         finally:
