@@ -4,14 +4,14 @@ is untouched; silent when stderr is not a terminal (logs, CI, pipes)."""
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, TextIO
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from codon_assets.cli.run_guard import own_runs
+from codon_assets.cli.terminal import in_background, terminal_stream
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -28,25 +28,10 @@ def run_progress(instance: DagsterInstance, steps: list[str], enabled: bool | No
         return
     from tqdm import tqdm
 
-    with ExitStack() as stack:
-        bar = stack.enter_context(tqdm(total=len(steps), unit="step", file=_terminal_stream(stack), leave=False,
-                                       dynamic_ncols=True))
-        stop = threading.Event()
-        thread = threading.Thread(target=_follow, args=(instance, bar, stop), name="run-progress", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=10)
-
-
-def _terminal_stream(stack: ExitStack) -> TextIO:
-    """The terminal as it is now: while Dagster runs a step in this process it points fd 2 at the compute log."""
-    try:
-        return stack.enter_context(open(os.dup(sys.stderr.fileno()), "w", buffering=1))
-    except (AttributeError, OSError, ValueError):  # a stream without a descriptor (pytest's capture)
-        return sys.stderr
+    with terminal_stream() as stream, \
+            tqdm(total=len(steps), unit="step", file=stream, leave=False, dynamic_ncols=True) as bar, \
+            in_background(lambda stop: _follow(instance, bar, stop), "run-progress"):
+        yield
 
 
 def _follow(instance: DagsterInstance, bar, stop: threading.Event) -> None:

@@ -17,6 +17,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from codon_assets.cli.terminal import in_background, terminal_lines
+
 if TYPE_CHECKING:
     from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 PID_TAG = "codon_assets/pid"
@@ -120,26 +122,6 @@ def _print_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-@contextmanager
-def _terminal() -> Iterator[Say]:
-    """Lines to the stderr this process has now. While Dagster executes steps in this process it points fd 2 at
-    the run's compute log and mirrors that back through a `tail -F` process: up to a second late, and lost when
-    the process ends abruptly."""
-    try:
-        fd = os.dup(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError):  # a stream without a descriptor (pytest's capture)
-        yield _print_stderr
-        return
-    with open(fd, "w", buffering=1) as stream:
-        lock = threading.Lock()
-
-        def say(line: str) -> None:
-            with lock:
-                stream.write(line + "\n")
-
-        yield say
-
-
 def _clock(timestamp: float) -> str:
     moment = time.localtime(timestamp)
     same_day = moment[:3] == time.localtime()[:3]
@@ -206,16 +188,9 @@ def slot_wait_reporter(instance: DagsterInstance, run_id: str | None = None, *, 
     then every `every_s` seconds who holds the pool's slots; a holder that died meanwhile is failed
     (`fail_orphaned_runs`) rather than waited for."""
     with ExitStack() as stack:
-        say = say or stack.enter_context(_terminal())
-        stop = threading.Event()
-        thread = threading.Thread(target=_report_slot_waits, args=(instance, run_id, every_s, say, stop),
-                                  name="slot-wait-reporter", daemon=True)
-        thread.start()
-        try:
+        say = say or stack.enter_context(terminal_lines())
+        with in_background(lambda stop: _report_slot_waits(instance, run_id, every_s, say, stop), "slot-wait-reporter"):
             yield
-        finally:
-            stop.set()
-            thread.join(timeout=10)
 
 
 def _report_slot_waits(instance: DagsterInstance, run_id: str | None, every_s: float, say: Say,
@@ -299,7 +274,7 @@ def interrupt_handling(instance: DagsterInstance, *, grace_s: float = 5.0, say: 
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("interrupt_handling: signal handlers can only be set in the main thread")
     with ExitStack() as stack:
-        guard = _InterruptGuard(instance, grace_s, say or stack.enter_context(_terminal()))
+        guard = _InterruptGuard(instance, grace_s, say or stack.enter_context(terminal_lines()))
         stack.enter_context(guard)
         yield
 
@@ -421,7 +396,7 @@ def partition_lock(home: Path, host: str, run_label: str, *, say: Say | None = N
     lock = FileLock(str(locks / f"{host}.lock"))
     holder = locks / f"{host}.json"
     with ExitStack() as stack:
-        say = say or stack.enter_context(_terminal())
+        say = say or stack.enter_context(terminal_lines())
         timeout = 0.0
         while True:
             try:
