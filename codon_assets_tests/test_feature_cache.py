@@ -15,6 +15,7 @@ from resources.evo2 import cache as cache_module
 from resources.evo2 import resource as resource_module
 from resources.evo2.cache import FeatureCache, checkpoint_identity
 from resources.evo2.resource import Evo2Resource
+from codon_assets_tests.test_features import CountingScorer
 
 SEQUENCES = ["ATGGCTGAAAAGCTGTAA", "ATGAAACCCGGGTTTTAA", "ATGTGGTGCTAA", "ATGGATGAATTCCAGTAA"]
 SETTINGS = {"local_path": "/weights/evo2_7b.pt", "checkpoint": "stat-sha256:0123456789abcdef",
@@ -32,18 +33,6 @@ def fresh_process():
 def records_of(sequences=SEQUENCES) -> pa.Table:
     return pa.table({"protein_id": [f"p{i}" for i in range(len(sequences))], "sequence": sequences,
                      "seq_sha256": [hashlib.sha256(s.encode()).hexdigest() for s in sequences]})
-
-
-class Counting:
-    """A batch scorer that counts the records it was asked to score."""
-
-    def __init__(self, inner):
-        self.inner, self.scored = inner, 0
-        self.backend, self.model_version = inner.backend, inner.model_version
-
-    def score_batch(self, sequences, shas):
-        self.scored += len(sequences)
-        return self.inner.score_batch(sequences, shas)
 
 
 def rows(shas: list[str]) -> pa.Table:
@@ -179,7 +168,7 @@ def evo2_stand_in(monkeypatch):
 def score(evo2: Evo2Resource, records: pa.Table) -> tuple[int, str]:
     """(records scored rather than read from the cache, the cache key) of one run in a fresh resource."""
     evo2.setup_for_execution(None)
-    scorer = Counting(evo2.scorer())
+    scorer = CountingScorer(evo2.scorer())
     cache = evo2.cache()
     table, summary = extract_features(records, scorer, cache)
     assert summary.success == records.num_rows
