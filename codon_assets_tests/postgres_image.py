@@ -13,7 +13,6 @@ others), earlier keys are removed when a new one is built.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from codon_assets_tests.test_docker_integration import (
     ROOTFS_PRUNE,

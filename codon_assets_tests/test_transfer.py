@@ -40,7 +40,7 @@ def test_a_host_without_measurements_has_no_training_labels(hosts):
 
 
 def test_a_host_without_measurements_gets_a_model_transferred_from_measured_hosts(hosts):
-    (yeast, yeast_markov), (pichia, pichia_markov) = hosts["S_cerevisiae"], hosts["P_pastoris"]
+    (yeast, _), (pichia, pichia_markov) = hosts["S_cerevisiae"], hosts["P_pastoris"]
     result = train_surrogate(yeast, {"P_pastoris": pichia_markov}, transfer_to={"P_pastoris": pichia})
     model = result.model
     assert model.label_source == "transferred" and model.source_hosts == ["S_cerevisiae"]
