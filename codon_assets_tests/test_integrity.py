@@ -139,3 +139,15 @@ def test_a_failed_export_leaves_no_temporary_file_and_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_jsonl(records(), target)
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_a_failed_export_job_is_one_line_naming_the_export(tmp_path):
+    from codon_assets.cli.common import CliError
+    from codon_assets.cli.export import ExportJobs
+
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(CliError, match=r"^the converted export failed: .*missing\.parquet"):
+        with ExportJobs() as exports:
+            exports.submit("converted", tmp_path / "missing.parquet", target)
+            exports.wait()
+    assert not target.exists() and list(tmp_path.iterdir()) == []

@@ -18,6 +18,7 @@ Imports nothing heavy at module level (no mlflow, no dagster).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import shutil
 import sys
@@ -105,6 +106,7 @@ def _providers(module: str, distributions: list[str]) -> list[str]:
     return same or sorted(set(distributions))
 
 
+@functools.cache  # the installed code and distributions do not change within a process; reading them costs ~1 s
 def pyfunc_dependencies(entry: Path = PYFUNC_CODE) -> PyfuncDependencies:
     """The ``codon_assets`` modules and third-party distributions ``entry`` needs, from its imports."""
     from importlib.metadata import packages_distributions

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from codon_assets.settings import dagster_home, mlflow_ui_url
-from resources.mlflow_pyfunc import log_surrogate_pyfunc, pinned_requirements
+from resources.mlflow_pyfunc import log_surrogate_pyfunc, pyfunc_dependencies
 
 if TYPE_CHECKING:
     from codon_assets.core.surrogate import SurrogateModel
@@ -45,16 +45,14 @@ with FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300):
 """
 
 
-def _import_mlflow() -> None:
+def _prepare_logging() -> None:
+    """Import mlflow and read what the pyfunc's code imports (both cached for the process)."""
     try:
         import mlflow  # noqa: F401
-    except Exception:  # noqa: BLE001  (activate imports it again and reports what is wrong)
+
+        pyfunc_dependencies()
+    except Exception:  # noqa: BLE001  (logging does both again and reports what is wrong)
         pass
-
-
-# What loading each logged booster imports. The pyfunc's requirements and code come from its imports
-# (resources/mlflow_pyfunc.py): it packs the codon_assets modules it needs, no codon-assets distribution.
-BOOSTER_REQUIREMENTS = ("lightgbm", "numpy", "scipy")
 
 
 @dataclass(frozen=True)
@@ -94,12 +92,13 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Start preparing the store in the background, so that it overlaps the steps and the training that
-        come before any logging: importing mlflow (~2 s) and, for a sqlite store not yet created, creating its
-        tables (seconds of schema migrations). ``activate`` waits for both; a failure is left to it."""
+        come before any logging: importing mlflow (~2 s) and reading what the pyfunc imports (~1 s) and, for a
+        sqlite store not yet created, creating its tables (seconds of schema migrations). ``activate`` waits for
+        both; a failure is left to it."""
         uri = self.uri()
         if uri in _PREPARING:
             return
-        importing = threading.Thread(target=_import_mlflow, name="mlflow-import", daemon=True)
+        importing = threading.Thread(target=_prepare_logging, name="mlflow-prepare", daemon=True)
         importing.start()
         creating = None
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
@@ -159,7 +158,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def log_training(self, result: TrainingResult, model_name: str, tags: dict[str, str]) -> LoggedModel:
         """One MLflow run for a trained surrogate: parameters, metrics of the surrogate and its baselines,
-        the training records by id, the figures, both boosters and the pyfunc wrapper, registered as a new
+        the training records by id, the figures, both boosters (LightGBM text) and the pyfunc wrapper, registered as a new
         version of ``model_name``."""
         import mlflow
 
@@ -187,9 +186,10 @@ class MlflowTracking(dg.ConfigurableResource):
             plots = result.write_plots(model_name, work / "plots")
             mlflow.log_artifacts(str(plots), artifact_path="plots")
             figures = {path.stem: path.read_bytes() for path in sorted(plots.glob("*.png"))}
-            booster_requirements = pinned_requirements(*BOOSTER_REQUIREMENTS)
-            mlflow.lightgbm.log_model(model.mu, name="lightgbm_mu", pip_requirements=booster_requirements)
-            mlflow.lightgbm.log_model(model.hi, name="lightgbm_hi", pip_requirements=booster_requirements)
+            # Both boosters in LightGBM's own text format (``lgb.Booster(model_file=...)``), beside the pyfunc
+            # that serves them: a logged model of each would cost a second of MLflow's environment checks.
+            for name, booster in (("mu", model.mu), ("hi", model.hi)):
+                mlflow.log_text(booster.model_to_string(), f"boosters/{name}.txt")
             # The pyfunc packs its code (codon_assets modules) and pins only what that code imports.
             info = log_surrogate_pyfunc(model, data, work / "pyfunc", model_name)
             version = int(info.registered_model_version)

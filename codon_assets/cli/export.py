@@ -1,15 +1,23 @@
-"""Seed-compatible exports: the original tool's file formats, written from the converted tables."""
+"""Seed-compatible exports: the original tool's file formats, written from the stored tables of a run.
+
+Each export is a job (``export_converted``, ``export_features``, ``export_enhanced``) that reads one stored
+table version and writes one file; ``ExportJobs`` runs them in worker processes, so that a run's exports
+are written while its later steps still run (JSON encoding holds the GIL: threads would not overlap)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from codon_assets.cli.common import CliError
 from codon_assets.core.convert import METADATA_COLUMNS
 from codon_assets.core.files import atomic_text_writer
 
@@ -53,10 +61,16 @@ def _converted_record(row: dict) -> dict:
     }
 
 
+def _rows(batch: pa.RecordBatch) -> Iterator[dict]:
+    """The batch's rows as dicts, built column by column (a third faster than ``to_pylist``'s row by row)."""
+    names = batch.schema.names
+    return (dict(zip(names, values)) for values in zip(*(column.to_pylist() for column in batch.columns)))
+
+
 def converted_records(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
     """Converted rows in the original JSONL schema (release column names under ``metadata``)."""
     for batch in batches:
-        yield from map(_converted_record, batch.to_pylist())
+        yield from map(_converted_record, _rows(batch))
 
 
 def write_jsonl(records: Iterator[dict], path: Path) -> int:
@@ -79,7 +93,7 @@ def evo2_feature_records(batches: Iterable[pa.RecordBatch], converted: Iterable[
         preview.update(zip(batch["protein_id"].to_pylist(),
                            pc.utf8_slice_codeunits(batch["sequence"], 0, 50).to_pylist()))
     for batch in batches:
-        for row in batch.to_pylist():
+        for row in _rows(batch):
             output = {
                 "sequence": preview[row["protein_id"]] + "...",
                 "sequence_length": row["sequence_length"],
@@ -116,10 +130,70 @@ def write_json_array(records: Iterator[dict], path: Path) -> int:
 def enhanced_records(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
     """Enhanced rows in the original `<stem>_enhanced.jsonl` schema (expression with original_value)."""
     for batch in batches:
-        for row in batch.to_pylist():
+        for row in _rows(batch):
             record = _converted_record(row)
             record["expression"]["original_value"] = row["original_value"]
             if row["measured_value"] is not None:
                 record["expression"]["measured_value"] = row["measured_value"]
             record["extra_features"]["enhancement_status"] = row["enhancement_status"]
             yield record
+
+
+def export_converted(converted: str, path: Path) -> int:
+    """`<stem>.jsonl` from the stored converted table at ``converted``; returns the records written."""
+    return write_jsonl(converted_records(table_batches(converted)), path)
+
+
+def export_features(features: str, converted: str, path: Path) -> int:
+    """`<stem>_evo2_features.json` from the stored feature table (previews from the converted one)."""
+    previews = table_batches(converted, ["protein_id", "sequence"])
+    return write_json_array(evo2_feature_records(table_batches(features), previews), path)
+
+
+def export_enhanced(enhanced: str, path: Path) -> int:
+    """`<stem>_enhanced.jsonl` from the stored enhanced table."""
+    return write_jsonl(enhanced_records(table_batches(enhanced)), path)
+
+
+JOBS: dict[str, Callable[..., int]] = {"converted": export_converted, "features": export_features,
+                                       "enhanced": export_enhanced}
+
+
+class ExportJobs:
+    """Export jobs (``JOBS``), each in a process of its own started as soon as its tables are stored, so that
+    the exports are written while the run's later steps go on (JSON encoding holds the GIL: threads would not
+    overlap). A job's process shares no descriptor with this one's output; should this process be killed,
+    its jobs finish their (atomically written) files and end by themselves. ``wait`` raises on a failed job."""
+
+    def __init__(self):
+        self._jobs: dict[str, subprocess.Popen] = {}
+
+    def submit(self, job: str, *args: str | Path) -> None:
+        if job not in self._jobs:
+            self._jobs[job] = subprocess.Popen([sys.executable, "-m", __name__, job, *map(str, args)],
+                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> None:
+        for job, process in self._jobs.items():
+            _, error = process.communicate()
+            if process.returncode:
+                lines = error.strip().splitlines() or [f"exit status {process.returncode}"]
+                raise CliError(f"the {job} export failed: {lines[-1]}")
+
+    def __enter__(self) -> ExportJobs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self._jobs.values():
+            if exc[0] is not None and process.poll() is None:
+                process.terminate()  # an interrupted command stops its exports too (no partial file is left)
+            process.wait()
+            process.stderr.close()
+
+
+if __name__ == "__main__":
+    # Stopped by its command: end through SystemExit, so the atomic writer removes its temporary file.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    job, *tables, output = sys.argv[1:]
+    JOBS[job](*tables, Path(output))

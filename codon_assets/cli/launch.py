@@ -4,22 +4,31 @@ execution API (its implicit asset job and executor), and what the run reports ba
 from __future__ import annotations
 
 import sys
+import threading
+import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from codon_assets import settings
 from codon_assets.cli.progress import run_progress
+from codon_assets.cli.terminal import in_background
 from codon_assets.settings import dagster_home
 
 INGEST_AND_FEATURES = ["raw_tsv", "converted_dataset", "converted_rejects", "markov_model", "evo2_features"]
 MODEL = ["enhanced_dataset", "surrogate_model"]
 DESIGN = ["codon_designs"]
+LAUNCH_TAG = "codon_assets/launch"  # one id per command-line launch
+FOLLOW_POLL_S = 0.5
 
 
 def materialize_partition(host: str | None, selection: list[str], files: list[Path] | None = None,
                           run_config: dict | None = None, evo2_backend: str | None = None,
-                          measured: Path | None = None):
+                          measured: Path | None = None,
+                          on_materialized: Callable[[str, dict], None] | None = None):
     """Materialize the selected assets for one host partition (None: the unpartitioned ones) on the
-    persistent instance."""
+    persistent instance. ``on_materialized(asset, metadata)`` is called once per stored asset, from a
+    background thread while the run goes on (and for any it has not seen, once the run has ended)."""
     import dagster as dg
     from filelock import FileLock
 
@@ -56,7 +65,16 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
     from codon_assets.cli import run_guard
 
     # The process tags let a later command tell that this run's worker is gone (killed) and free its slots.
-    tags = {"codon_assets/source": "cli", **({"dagster/partition": host} if host else {}), **run_guard.process_tags()}
+    launch = uuid.uuid4().hex  # finds this run's events while it runs
+    tags = {"codon_assets/source": "cli", LAUNCH_TAG: launch, **({"dagster/partition": host} if host else {}),
+            **run_guard.process_tags()}
+    delivered: set[str] = set()
+
+    def deliver(materializations: dict[str, dict]) -> None:
+        for asset, metadata in materializations.items():
+            if on_materialized is not None and asset not in delivered:
+                on_materialized(asset, metadata)
+                delivered.add(asset)
     # Two first runs on a new instance would both create its sqlite tables ("table ... already exists"):
     # the first opening of each storage is serialised by a lock file in DAGSTER_HOME.
     with FileLock(str(dagster_home() / ".storage-init.lock"), timeout=300):
@@ -72,15 +90,18 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
         run_guard.fail_orphaned_runs(instance)
         # One step per asset, except the conversion's two outputs.
         steps = [name for name in selection if name != "converted_rejects"]
-        with run_guard.slot_wait_reporter(instance), run_progress(instance, steps):
+        following = nullcontext() if on_materialized is None else \
+            in_background(lambda stop: _follow_materializations(instance, launch, deliver, stop), "run-outputs")
+        with run_guard.slot_wait_reporter(instance), run_progress(instance, steps), following:
             # The code location's own definitions and executor, through its implicit asset job (the job of UI
             # materializations); reconstructable, so step processes load the same definitions.
             job = ReconstructableRepository.for_module("codon_assets.definitions", "defs").get_reconstructable_job(
                 IMPLICIT_ASSET_JOB_NAME)
             result = dg.execute_job(job, instance, run_config=run_config, tags=tags,
                                     asset_selection=[dg.AssetKey(name) for name in selection], raise_on_error=False)
+        deliver(_materializations(result))
         step_seconds = _step_seconds(instance, result.run_id)
-    release_unused_memory()  # the run's tables are gone; the exports start from a lean process
+    release_unused_memory()  # the run's tables are gone; what comes next (another host) starts lean
     return result, step_seconds
 
 
@@ -122,11 +143,36 @@ def _failure_message(result) -> str:
 
 
 def _materializations(result) -> dict[str, dict]:
+    return _metadata_by_asset(result.get_asset_materialization_events())
+
+
+def _metadata_by_asset(events) -> dict[str, dict]:
+    """Each materialized asset's metadata values, from its materialization events (Dagster events)."""
     metadata = {}
-    for event in result.get_asset_materialization_events():
+    for event in events:
         materialization = event.step_materialization_data.materialization
         metadata[materialization.asset_key.to_user_string()] = {
             key: value.value for key, value in materialization.metadata.items()
         }
     return metadata
+
+
+def _follow_materializations(instance, launch: str, deliver: Callable[[dict[str, dict]], None],
+                             stop: threading.Event) -> None:
+    """Hands the run's materializations to ``deliver`` as they are stored, until told to stop."""
+    from dagster import DagsterEventType, RunsFilter
+
+    run_id = None
+    while True:
+        try:
+            if run_id is None:
+                runs = instance.get_runs(filters=RunsFilter(tags={LAUNCH_TAG: launch}), limit=1)
+                run_id = runs[0].run_id if runs else None
+            if run_id is not None:
+                entries = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+                deliver(_metadata_by_asset(entry.dagster_event for entry in entries))
+        except Exception:  # noqa: BLE001  (a busy sqlite file: the next poll, or the run's end, delivers them)
+            pass
+        if stop.wait(FOLLOW_POLL_S):
+            return
 

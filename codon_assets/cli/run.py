@@ -17,24 +17,34 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
              train_surrogate: bool = False, measured: Path | None = None) -> dict:
     """Materialize one host partition from all its input files, then write the seed-format exports of
     exactly what this run materialized (the run's own stored versions) and `pipeline_results.json`."""
-    from codon_assets.cli.export import (
-        converted_records,
-        enhanced_records,
-        evo2_feature_records,
-        table_batches,
-        write_json,
-        write_json_array,
-        write_jsonl,
-    )
+    from codon_assets.cli.export import ExportJobs, write_json
 
     started = time.perf_counter()
     # Exports are named after the file; several files of one host are one partition, named after the host.
     stem = bare_name(paths[0]) if len(paths) == 1 else host
+    jsonl, feature_json = output_dir / f"{stem}.jsonl", output_dir / f"{stem}_evo2_features.json"
+    enhanced_jsonl = output_dir / f"{stem}_enhanced.jsonl"
     run_config = {"ops": {"converted_dataset": {"config": {"limit": limit}}}} if limit else None
     selection = INGEST_AND_FEATURES + (MODEL if train_surrogate else [])
     inputs = ", ".join(map(str, paths))
     print(f"[{host}] materializing {' -> '.join(selection)} for {inputs}", file=sys.stderr)
-    result, step_seconds = materialize_partition(host, selection, paths, run_config, evo2_backend, measured)
+    with ExportJobs() as exports:
+        stored: dict[str, str] = {}
+
+        def export_when_stored(asset: str, metadata: dict) -> None:
+            """Each export starts as soon as the tables it is written from are stored (the run's versions)."""
+            if asset in ("converted_dataset", "evo2_features", "enhanced_dataset"):
+                stored[asset] = metadata["path"]
+            if "converted_dataset" in stored:
+                exports.submit("converted", stored["converted_dataset"], jsonl)
+            if {"converted_dataset", "evo2_features"} <= stored.keys():
+                exports.submit("features", stored["evo2_features"], stored["converted_dataset"], feature_json)
+            if "enhanced_dataset" in stored:
+                exports.submit("enhanced", stored["enhanced_dataset"], enhanced_jsonl)
+
+        result, step_seconds = materialize_partition(host, selection, paths, run_config, evo2_backend, measured,
+                                                     on_materialized=export_when_stored)
+        exports.wait()
     results: dict = {"status": "success" if result.success else "failed", "host": host, "input": inputs,
                      "inputs": [str(p) for p in paths], "dagster_run_id": result.run_id, "steps": {}, "outputs": {}}
     meta = _materializations(result)
@@ -52,8 +62,6 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
             "files": converted["files_json"],
             "seconds": step_seconds.get("converted_dataset"),
         }
-        jsonl = output_dir / f"{stem}.jsonl"
-        write_jsonl(converted_records(table_batches(converted["path"])), jsonl)
         results["outputs"] |= {"jsonl": str(jsonl), "converted_parquet": converted["path"],
                                "rejects_parquet": meta["converted_rejects"]["path"]}
         print(f"[{host}] {converted['rows_read']} rows read: {converted['valid']} valid, "
@@ -71,9 +79,6 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
             "model_version": features["model_version"],
             "seconds": step_seconds.get("evo2_features"),
         }
-        feature_json = output_dir / f"{stem}_evo2_features.json"
-        previews = table_batches(meta["converted_dataset"]["path"], ["protein_id", "sequence"])
-        write_json_array(evo2_feature_records(table_batches(features["path"]), previews), feature_json)
         results["outputs"] |= {"evo2_features_json": str(feature_json), "evo2_features_parquet": features["path"]}
         print(f"[{host}] {features['success']} records scored ({features['backend']}), {features['error']} errors, "
               f"{features['cache_hits']} from cache -> {feature_json}", file=sys.stderr)
@@ -89,8 +94,6 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
             "measured_labels": enhanced["measured_labels"],
             "seconds": step_seconds.get("enhanced_dataset"),
         }
-        enhanced_jsonl = output_dir / f"{stem}_enhanced.jsonl"
-        write_jsonl(enhanced_records(table_batches(enhanced["path"])), enhanced_jsonl)
         results["outputs"]["enhanced_jsonl"] = str(enhanced_jsonl)
     if "surrogate_model" in meta:
         model = meta["surrogate_model"]

@@ -281,7 +281,7 @@ def grouped_folds(protein: pa.Array | list[str], folds: int = 5) -> list[tuple[n
     return list(splitter.split(np.zeros(len(groups)), groups=groups))
 
 
-CV_MAX_RECORDS = 20_000
+CV_MAX_RECORDS = 10_000
 
 
 def cv_rows(protein: pa.Array | list[str], max_records: int, seed: int = 0) -> np.ndarray:
