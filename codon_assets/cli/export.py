@@ -1,8 +1,7 @@
 """Seed-compatible exports: the original tool's file formats, written from the stored tables of a run.
 
-Each export is a job (``export_converted``, ``export_features``, ``export_enhanced``) that reads one stored
-table version and writes one file; ``ExportJobs`` runs them in worker processes, so that a run's exports
-are written while its later steps still run (JSON encoding holds the GIL: threads would not overlap)."""
+Each export is a job (``JOBS``) that reads stored table versions and writes one file; ``ExportJobs`` runs
+each in a process of its own (``python -m codon_assets.cli.export JOB TABLE... OUTPUT``) while the run goes on."""
 
 from __future__ import annotations
 

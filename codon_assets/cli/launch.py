@@ -69,12 +69,14 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
     tags = {"codon_assets/source": "cli", LAUNCH_TAG: launch, **({"dagster/partition": host} if host else {}),
             **run_guard.process_tags()}
     delivered: set[str] = set()
+    delivering = threading.Lock()  # the follower thread and, once the run has ended, this one
 
     def deliver(materializations: dict[str, dict]) -> None:
-        for asset, metadata in materializations.items():
-            if on_materialized is not None and asset not in delivered:
-                on_materialized(asset, metadata)
-                delivered.add(asset)
+        with delivering:
+            for asset, metadata in materializations.items():
+                if on_materialized is not None and asset not in delivered:
+                    on_materialized(asset, metadata)
+                    delivered.add(asset)
     # Two first runs on a new instance would both create its sqlite tables ("table ... already exists"):
     # the first opening of each storage is serialised by a lock file in DAGSTER_HOME.
     with FileLock(str(dagster_home() / ".storage-init.lock"), timeout=300):
