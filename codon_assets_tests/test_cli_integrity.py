@@ -179,6 +179,21 @@ def test_outputs_and_arguments_are_refused_before_work(dagster_home, tmp_path, c
         assert exited.value.code == 2 and flag in error_line(capsys)
 
 
+def test_a_pipe_as_input_is_refused_before_work_and_never_blocks(tmp_path):
+    fifo = tmp_path / "Pic.tsv"
+    os.mkfifo(fifo)  # nobody writes to it: opening it would block for ever
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    for command in (["run", "--input", str(fifo), "--output-dir", str(tmp_path / "out")],
+                    ["predict", "--model", "codon-surrogate-P_pastoris", "--input", str(fifo),
+                     "--output", str(tmp_path / "p.tsv")],
+                    ["design", "--model", "codon-surrogate-P_pastoris", "--input", str(fifo),
+                     "--output", str(tmp_path / "d.tsv")]):
+        done = subprocess.run([sys.executable, "-m", "codon_assets.cli", *command], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and "not a regular file" in done.stderr.strip().splitlines()[-1], done.stderr
+    assert not (tmp_path / "home" / "codon_assets").exists() and not (tmp_path / "out").exists()
+
+
 def _start_slow_nim_run(tmp_path, nim, name):
     """A CLI run whose evo2_features step holds the gpu slot while a slow NIM answers."""
     import time

@@ -144,14 +144,14 @@ def cmd_design(args: argparse.Namespace) -> int:
         raise CliError(str(exc), code=2) from None
     ensure_writable_file(Path(args.output))
     ensure_instance_home()
-    model = load_surrogate(args.model)
     host = resolve_host(Path(args.input), args.host)
+    proteins, rejects = read_proteins(args.input)  # unusable input is refused before the model loads
+    if not proteins:
+        raise CliError(f"{args.input}: no usable protein ({len(rejects)} rejected)")
+    model = load_surrogate(args.model)
     if host not in model.host_profiles or host not in model.markov_models:
         raise CliError(f"the model has no profile for {host} (trained for {', '.join(model.hosts)})", code=2)
     print(f"[{host}] {model_kind(model, host)}", file=sys.stderr)
-    proteins, rejects = read_proteins(args.input)
-    if not proteins:
-        raise CliError(f"{args.input}: no usable protein ({len(rejects)} rejected)")
     try:
         designs, summary = run_design(model, host, proteins, config)
     except ValueError as exc:  # a genetic code designs do not support

@@ -61,6 +61,7 @@ from codon_assets.core.tsv import (
     check_header,
     file_blocks,
     read_tsv_table,
+    refuse_non_file,
     tsv_header,
 )
 
@@ -162,8 +163,7 @@ def _as_bytes(text: str) -> bytes:
 def _head(path: Path) -> tuple[bytes, bool]:
     """The beginning of a file's content (through its first line ending, when there is one) and whether it
     is gzip-compressed."""
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected {TABLE_FILE}")
+    refuse_non_file(path, TABLE_FILE)
     gz = _is_gzip(path)
     head = b""
     for _, block in content_blocks(path, gz):

@@ -108,7 +108,7 @@ _NOT_TEXT: tuple[tuple[bytes, str], ...] = (
 
 def read_input_bytes(path: Path, expected: str) -> bytes:
     """The bytes of a user's input file, or one clear InputError (a folder, unreadable, not text)."""
-    _refuse_folder(path, expected)
+    refuse_non_file(path, expected)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -117,9 +117,14 @@ def read_input_bytes(path: Path, expected: str) -> bytes:
     return raw
 
 
-def _refuse_folder(path: Path, expected: str) -> None:
+def refuse_non_file(path: Path, expected: str) -> None:
+    """A folder, pipe, socket or device is refused before it is opened: a pipe would block with no writer,
+    and input is read more than once (checked, then read), which a pipe's data cannot be."""
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected {expected}")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device), expected {expected}; "
+                         "save the table to a file first")
 
 
 def _refuse_binary(path: Path, head: bytes, expected: str) -> None:
@@ -177,7 +182,7 @@ def scan_input_file(path: Path, expected: str, blocks: Iterable[tuple[bytes, byt
     """Hash (of the bytes as stored), first line and physical line count (of the content) of a user's input
     file, read in blocks; or one clear InputError (a folder, unreadable, not text). ``blocks`` are
     (stored, content) pairs, for a compressed file; by default the file's own bytes."""
-    _refuse_folder(path, expected)
+    refuse_non_file(path, expected)
     digest, first_line, has_text, counter, first = hashlib.sha256(), b"", False, LineCounter(), True
     for raw, block in file_blocks(path) if blocks is None else blocks:
         if first:
