@@ -233,3 +233,16 @@ def test_two_runs_of_one_host_at_once(tmp_path):
         lines = (tmp_path / f"out{i}" / "Pic.jsonl").read_text().splitlines()
         assert len(lines) == results[i]["steps"]["convert"]["valid"] and all(json.loads(line) for line in lines)
 
+
+
+def test_a_malformed_row_that_is_not_utf8_is_rejected_alone(tmp_path):
+    # Arrow decodes a malformed row's text before our handler sees it: a non-UTF-8 byte there used to fail
+    # the whole file. Now that row alone is rejected, and a good row's non-UTF-8 free text is still kept with
+    # a replacement character and counted.
+    latin1_name = row("P3", "ATG" + "GCC" * 20 + "TAA", "", **{"Protein names": "cafe"}).encode()
+    latin1_name = latin1_name.replace(b"cafe", b"caf\xe9")
+    data = (HEADER + "\n" + row() + "\n").encode() + b"P2\tcaf\xe9\n" + latin1_name + b"\n"
+    result = convert_bytes(tmp_path, data)
+    assert result.rejects_by_reason() == {"malformed_row": 1}
+    assert result.valid["protein_id"].to_pylist() == ["P1", "P3"] and result.text_replaced_rows == 1
+    assert "caf\ufffd" in result.valid["protein_names"][1].as_py()

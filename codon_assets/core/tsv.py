@@ -18,7 +18,9 @@ all end in ``assemble_release`` here, so the converter sees one column table wha
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -163,6 +165,7 @@ class FileScan:
     first_line: bytes  # without its line ending or a UTF-8 byte-order mark
     has_text: bool  # any byte that is not white space
     lines: int  # physical lines, header included
+    utf8: bool  # the whole content is valid UTF-8
 
 
 def file_blocks(path: Path, first: int = HEAD_BYTES, size: int = 1 << 20) -> Iterator[tuple[bytes, bytes]]:
@@ -184,20 +187,61 @@ def scan_input_file(path: Path, expected: str, blocks: Iterable[tuple[bytes, byt
     (stored, content) pairs, for a compressed file; by default the file's own bytes."""
     refuse_non_file(path, expected)
     digest, first_line, has_text, counter, first = hashlib.sha256(), b"", False, LineCounter(), True
+    utf8, decoder = True, codecs.getincrementaldecoder("utf-8")()
     for raw, block in file_blocks(path) if blocks is None else blocks:
         if first:
             _refuse_binary(path, block[:HEAD_BYTES], expected)
             first = False
         digest.update(raw)
         counter.feed(block)
+        if utf8:
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError:
+                utf8 = False
         has_text = has_text or re.search(rb"\S", block.removeprefix(b"\xef\xbb\xbf")) is not None
         if not re.search(rb"[\r\n]", first_line):
             first_line += block
     header = re.split(rb"\r\n|\r|\n", first_line.removeprefix(b"\xef\xbb\xbf"), maxsplit=1)[0]
-    return FileScan(digest.hexdigest(), header, has_text, counter.lines)
+    if utf8:
+        try:
+            decoder.decode(b"", final=True)  # a file cut inside a character
+        except UnicodeDecodeError:
+            utf8 = False
+    return FileScan(digest.hexdigest(), header, has_text, counter.lines, utf8)
 
 
-def _parse(path: Path, header: list[str], compression: str | None = None) -> tuple[pa.Table, list[MalformedRow]]:
+class _Utf8Replacing(io.RawIOBase):
+    """A byte stream's content with every invalid UTF-8 sequence replaced by U+FFFD, read in blocks. Arrow
+    decodes a malformed row's text before the invalid-row handler sees it, so a row with the wrong number of
+    fields and a non-UTF-8 byte would fail the whole file instead of being rejected."""
+
+    def __init__(self, source):
+        self._source, self._pending = source, b""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            block = self._source.read(1 << 20)
+            self._pending = self._decoder.decode(block, final=not block).encode("utf-8")
+            if not block:
+                break
+        n = min(len(buffer), len(self._pending))
+        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+        return n
+
+
+REPLACEMENT = "\ufffd".encode()
+
+
+def _parse(path: Path, header: list[str], compression: str | None = None,
+           utf8: bool = True) -> tuple[pa.Table, list[MalformedRow]]:
+    """The data rows as binary columns and the malformed rows. Content that is not valid UTF-8 (``utf8``
+    False) is read with replacement characters, which are then turned back into an invalid byte, so
+    ``_decode`` still tells (and counts) the values that were not UTF-8."""
     malformed: list[MalformedRow] = []
 
     def on_invalid_row(row: pa_csv.InvalidRow) -> str:
@@ -205,10 +249,11 @@ def _parse(path: Path, header: list[str], compression: str | None = None) -> tup
         malformed.append(MalformedRow(row.number - 1, row.text, row.actual_columns, row.expected_columns))
         return "skip"
 
+    # Read from disk in blocks (the file is never held whole), decompressed only as the content says
+    # (``compression`` comes from its magic bytes), never by its name.
+    source = pa.input_stream(str(path), compression=compression)
     table = pa_csv.read_csv(
-        # Read from disk in blocks (the file is never held whole), decompressed only as the content says
-        # (``compression`` comes from its magic bytes), never by its name.
-        pa.input_stream(str(path), compression=compression),
+        source if utf8 else io.BufferedReader(_Utf8Replacing(source), buffer_size=1 << 20),
         # Only single-threaded parsing numbers the rows it skips (and it is about as fast on 2 cores).
         # The header is named by us (stripped), so types apply whatever whitespace or CR the file has.
         read_options=pa_csv.ReadOptions(use_threads=False, block_size=1 << 24, column_names=header, skip_rows=1),
@@ -222,6 +267,8 @@ def _parse(path: Path, header: list[str], compression: str | None = None) -> tup
             column_types={name: pa.binary() for name in header}, strings_can_be_null=False
         ),
     )
+    if not utf8:
+        table = pa.table({name: pc.replace_substring(table[name], REPLACEMENT, b"\xff") for name in header})
     return table, malformed
 
 
@@ -304,7 +351,7 @@ def read_tsv_table(path: Path, limit: int | None = None, blocks: Iterable[tuple[
     scan = scan_input_file(path, TABLE_FILE, blocks)
     header = _header_names(path, scan.first_line, scan.has_text)
     try:
-        table, malformed = _parse(path, header, compression)
+        table, malformed = _parse(path, header, compression, scan.utf8)
     except (pa.ArrowInvalid, OSError) as exc:  # Arrow reports a damaged compressed stream as OSError
         reason = str(exc).splitlines()[0]
         raise InputError(f"{path}: not a readable tab-separated table ({reason})") from None
