@@ -257,3 +257,18 @@ def test_a_signal_stops_the_command_and_frees_the_slot(tmp_path, monkeypatch, si
         (run,) = instance.get_runs()
         assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
         assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+
+
+def test_two_commands_starting_on_one_new_home_both_set_it_up(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from codon_assets.cli.common import ensure_instance_home
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ensure_instance_home()  # the other command, which linked dagster.yaml first
+    config = home / "dagster.yaml"
+    exists = Path.exists
+    # This command checked before the other linked it: it finds no config, then the link already there.
+    monkeypatch.setattr(Path, "exists", lambda self: False if self == config else exists(self))
+    assert ensure_instance_home() == home and config.resolve() == (ROOT / "dagster.yaml").resolve()

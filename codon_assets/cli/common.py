@@ -25,7 +25,10 @@ def ensure_instance_home() -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     config = home / "dagster.yaml"
     if not config.exists() and (PROJECT_ROOT / "dagster.yaml").exists():
-        config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+        try:
+            config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+        except FileExistsError:  # a command started at the same moment on the same new home made it first
+            pass
     return home
 
 
