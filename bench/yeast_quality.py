@@ -8,13 +8,15 @@ log10 measured level). On the same grouped 5-fold split (``cross_validate``), it
 rho of the surrogate beside the baselines: CAI (reference fitted on the training folds), tAI (hosts with a
 tRNA table), ENC (Wright's effective number of codons, negated: a stronger bias goes with a higher level)
 and ridge regression on codon frequencies (fitted on the training folds), and the held-out coverage of the
-surrogate's calibrated sigma at 1 and 2 sigma (nominal 0.683 and 0.954).
+surrogate's calibrated sigma at 1 and 2 sigma (nominal 0.683 and 0.954). Then leave-one-host-out over the
+example hosts (``core.transfer.leave_one_host_out``, as the unified model does): each host ranked by a model
+of the other hosts' measurements only, which is what a host without measurements gets (transferred).
 
 Datasets (those whose files exist): S. cerevisiae genome CDS (shared/data/yeast: Ensembl CDS, Presnyak et al.
-2015 mRNA FPKM), the S. cerevisiae and P. pastoris examples (examples/data; see examples/data/MEASURED.md:
-Pic.tsv has 73 records with a PAS-keyed mRNA level, so its figures are noisy). The table is printed and
+2015 mRNA FPKM), the S. cerevisiae, P. pastoris, human and mouse examples (examples/data; provenance and units
+in examples/data/MEASURED.md; small sets, so their figures move by chance). The table is printed and
 written to bench/results/quality-<timestamp>.json (git-ignored); with --mlflow-uri each dataset is one run of
-the MLflow experiment `codon-surrogate-quality`. Exits non-zero when, on a dataset of at least
+the MLflow experiment `codon-surrogate-quality` (and one run for the leave-one-host-out evaluation). Exits non-zero when, on a dataset of at least
 GATE_MIN_RECORDS records, the surrogate ranks worse than the best baseline.
 """
 
@@ -27,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -35,7 +39,8 @@ from codon_assets.core.enhance import build_enhanced  # noqa: E402
 from codon_assets.core.features import MarkovBatchScorer, extract_features  # noqa: E402
 from codon_assets.core.hosts import get_host  # noqa: E402
 from codon_assets.core.markov import MarkovCdsModel  # noqa: E402
-from codon_assets.core.surrogate import LGB_PARAMS, LGB_PARAMS_HI, TrainingSet, cross_validate, training_set  # noqa: E402
+from codon_assets.core.surrogate import LGB_PARAMS, LGB_PARAMS_HI, cross_validate, training_set  # noqa: E402
+from codon_assets.core.transfer import leave_one_host_out  # noqa: E402
 from codon_assets.core.tsv import read_release_table  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "yeast"
@@ -66,27 +71,29 @@ DATASETS = (
             "yeast-examples-measured-mrna"),
     Dataset("P_pastoris examples", "P_pastoris", EXAMPLES / "Pic.tsv", EXAMPLES / "Pic_measured.tsv",
             "pichia-examples-measured-mrna"),
+    Dataset("Human examples", "Human", EXAMPLES / "Human.fa.gz", EXAMPLES / "Human_measured.tsv",
+            "human-examples-measured"),
+    Dataset("Mouse examples", "Mouse", EXAMPLES / "mouse.fa.gz", EXAMPLES / "mouse_measured.tsv",
+            "mouse-examples-measured"),
 )
 
 
-def measured_training_set(dataset: Dataset) -> tuple[TrainingSet, dict]:
-    """The dataset's measured records as the pipeline trains on them, and the label join report."""
+def measured_enhanced(dataset: Dataset) -> tuple[pa.Table, dict]:
+    """The dataset's enhanced records (``training_set`` takes its measured ones), and the label join report."""
     records = convert_files([read_release_table(dataset.cds)], get_host(dataset.host), ConversionSettings()).valid
     model = MarkovCdsModel.train(records["sequence"].combine_chunks(), records["seq_sha256"].to_pylist())
     features, _ = extract_features(records.select(["protein_id", "sequence", "seq_sha256"]),
                                    MarkovBatchScorer(model, workers=2))
-    enhanced, report = build_enhanced(records, features, "model_enhanced", dataset.measured, None)
-    return training_set(enhanced), report
+    return build_enhanced(records, features, "model_enhanced", dataset.measured, None)
 
 
-def evaluate(dataset: Dataset, seed: int) -> dict:
-    started = time.perf_counter()
-    data, report = measured_training_set(dataset)
+def evaluate(dataset: Dataset, enhanced: pa.Table, report: dict, seed: int) -> dict:
+    data = training_set(enhanced)
     metrics, _ = cross_validate(data, backend="markov", seed=seed)
     surrogate = metrics["surrogate"]
     return {
         "dataset": dataset.name, "host": dataset.host, "cds": str(dataset.cds), "measured": str(dataset.measured),
-        "records": len(data.target), "join": report, "seconds": round(time.perf_counter() - started, 2),
+        "records": len(data.target), "join": report,
         "spearman": {"surrogate": surrogate["spearman"],
                      **{title: metrics[key]["spearman"] for key, title in BASELINES if key in metrics}},
         "coverage_1sigma": surrogate["coverage_1sigma"], "coverage_2sigma": surrogate["coverage_2sigma"],
@@ -121,21 +128,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     datasets = [d for d in datasets if d.available() and (not args.only or d.host in args.only)]
     if not datasets:
         sys.exit("no dataset found (their CDS and measured tables are missing)")
-    results = []
+    results, examples = [], {}
     for dataset in datasets:
-        results.append(evaluate(dataset, args.seed))
+        started = time.perf_counter()
+        enhanced, report = measured_enhanced(dataset)
+        results.append(evaluate(dataset, enhanced, report, args.seed))
+        results[-1]["seconds"] = round(time.perf_counter() - started, 2)
+        if dataset.cds.parent == EXAMPLES:
+            examples[dataset.host] = enhanced
         print(f"{dataset.name}: {results[-1]['records']} records with a measured level "
               f"(join: {json.dumps(results[-1]['join'])}), {results[-1]['seconds']} s", flush=True)
     print("\ngrouped 5-fold held-out Spearman rho vs log10 measured level (-ENC: ENC negated); held-out coverage "
           "of the calibrated sigma (nominal 0.683 / 0.954)")
     print(table(results))
+    transfer = transfer_quality(examples, args.seed)
+    if transfer:
+        print("\nleave-one-host-out over the example hosts: each ranked by a model of the other hosts' "
+              "measurements only (what a transferred host gets); coverage cross-fitted over hosts")
+        print(transfer_table(transfer, results))
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"seed": args.seed, "lgb_params": LGB_PARAMS, "lgb_params_hi": LGB_PARAMS_HI,
-                               "results": results}, indent=1))
+                               "results": results, "leave_one_host_out": transfer}, indent=1))
     print(f"results: {out}")
     if args.mlflow_uri:
-        log_to_mlflow(args.mlflow_uri, datasets, results, args.seed)
+        log_to_mlflow(args.mlflow_uri, datasets, results, transfer, args.seed)
     failing = [r["dataset"] for r in results if r["records"] >= GATE_MIN_RECORDS
                and r["spearman"]["surrogate"] < max(v for k, v in r["spearman"].items() if k != "surrogate")]
     if failing:
@@ -143,7 +160,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return results
 
 
-def log_to_mlflow(uri: str, datasets: list[Dataset], results: list[dict], seed: int) -> None:
+def transfer_quality(examples: dict[str, pa.Table], seed: int) -> dict[str, float]:
+    """``leave_one_host_out`` over the example hosts' measured records (per-host relative labels, as the
+    unified model trains); empty with fewer than two hosts."""
+    if len(examples) < 2:
+        return {}
+    combined = pa.concat_tables(list(examples.values()), promote_options="default")
+    metrics, _ = leave_one_host_out(training_set(combined, standardise_per_host=True), "markov", seed)
+    return metrics
+
+
+def transfer_table(transfer: dict[str, float], results: list[dict]) -> str:
+    """Per example host: its Spearman when left out, beside CAI and its own grouped CV (from ``results``)."""
+    own = {r["host"]: r for r in results if r["dataset"].endswith("examples")}
+    lines = [f"{'host left out':<16}{'transfer':>10}{'CAI':>10}{'own CV':>10}"]
+    for host in sorted(own):
+        if f"spearman.{host}" in transfer:
+            lines.append(f"{host:<16}{transfer[f'spearman.{host}']:>10.4f}{own[host]['spearman']['CAI']:>10.4f}"
+                         f"{own[host]['spearman']['surrogate']:>10.4f}")
+    lines.append(f"{'mean':<16}{transfer['spearman']:>10.4f}   coverage {transfer['coverage_1sigma']:.3f} / "
+                 f"{transfer['coverage_2sigma']:.3f}")
+    return "\n".join(lines)
+
+
+def log_to_mlflow(uri: str, datasets: list[Dataset], results: list[dict], transfer: dict[str, float],
+                  seed: int) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -154,6 +195,11 @@ def log_to_mlflow(uri: str, datasets: list[Dataset], results: list[dict], seed: 
                                "cds": str(dataset.cds), "measured": str(dataset.measured)})
             for model_name, values in result["metrics"].items():
                 mlflow.log_metrics({f"{model_name}.{k}": v for k, v in values.items()})
+    if transfer:
+        with mlflow.start_run(run_name="leave-one-host-out"):
+            mlflow.log_params({"seed": seed, "hosts": ",".join(sorted(k.removeprefix("spearman.") for k in transfer
+                                                                        if k.startswith("spearman.")))})
+            mlflow.log_metrics({f"transfer.{k}": v for k, v in transfer.items()})
 
 
 if __name__ == "__main__":

@@ -79,3 +79,19 @@ def test_gpu_throughput_script_times_the_scorer_and_labels_a_stand_in(tmp_path, 
     assert [r["batch_size"] for r in report["results"]] == [1, 4]
     for row in report["results"]:
         assert row["records"] == 6 and row["errors"] == 0 and row["tokens_per_s"] > 0
+
+
+def test_quality_reports_every_measured_host_and_each_host_left_out(tmp_path, capsys):
+    """`make quality` on two example hosts: each one's grouped CV beside the baselines, then each predicted by a
+    model of the other host's measurements only."""
+    from bench.yeast_quality import main as quality
+
+    results = quality(["--only", "P_pastoris", "Mouse", "--results-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert [r["host"] for r in results] == ["P_pastoris", "Mouse"]
+    assert all({"surrogate", "CAI", "ridge"} <= r["spearman"].keys() for r in results)
+    report = json.loads(next(tmp_path.glob("quality-*.json")).read_text())
+    transfer = report["leave_one_host_out"]
+    assert transfer["hosts"] == 2 and {"spearman.Mouse", "spearman.P_pastoris"} <= transfer.keys()
+    assert 0 < transfer["coverage_1sigma"] < transfer["coverage_2sigma"] <= 1
+    assert "host left out" in printed and "Mouse" in printed.split("host left out")[1]

@@ -33,19 +33,20 @@ def test_sigma_is_positive_when_the_quantile_models_cross(tmp_path):
     mu = _booster(x, y, 0.5)
     crossed = _booster(x, y - 2.0, 0.84)  # the "84th percentile" model sits far below the median model
     model = SurrogateModel(["h"], {}, ["a", "b", "c"], mu, crossed, "markov", sigma_scale=1.3, sigma_floor=0.04)
+    hosts = np.full(len(x), "h")
     low, high = model.quantiles_matrix(x)
     assert np.all(high < low)  # the constructed case: the quantile models cross on every record
-    pred_mu, sigma = model.predict_matrix(x)
+    pred_mu, sigma = model.predict_matrix(x, hosts)
     assert np.array_equal(pred_mu, low)
     assert np.all(sigma > 0) and np.allclose(sigma, np.maximum(1.3 * (low - high), 0.04))
     # Both quantiles equal (spread 0), or a calibration factor of 0: sigma is the floor, not 0.
     same = SurrogateModel(["h"], {}, ["a", "b", "c"], mu, mu, "markov", sigma_floor=0.04)
-    assert np.allclose(same.predict_matrix(x)[1], 0.04)
+    assert np.allclose(same.predict_matrix(x, hosts)[1], 0.04)
     same.sigma_scale = 0.0
-    assert np.all(same.predict_matrix(x)[1] == 0.04)
+    assert np.all(same.predict_matrix(x, hosts)[1] == 0.04)
     # The refitted model as saved and loaded (what predict and the designs use) keeps its floor.
     loaded = SurrogateModel.load(model.save(tmp_path / "m"))
-    assert loaded.sigma_floor == 0.04 and np.all(loaded.predict_matrix(x)[1] > 0)
+    assert loaded.sigma_floor == 0.04 and np.all(loaded.predict_matrix(x, hosts)[1] > 0)
     # Crossed, equal and NaN spreads with any factor: never <= 0.
     spread = np.array([-1.0, 0.0, np.nan, 1e-12, 2.0])
     for scale in (0.0, 1.0, 3.0):

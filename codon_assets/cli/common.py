@@ -85,3 +85,12 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
+
+def transfer_quality(metrics: dict[str, float], prefix: str = "") -> str:
+    """How well a transfer model ranks a host it has no labels of (``core.transfer.leave_one_host_out``)."""
+    if f"{prefix}transfer_spearman" not in metrics:
+        return "how well it ranks a new host is not measured (fewer than two measured hosts to leave out)"
+    return (f"on a measured host left out of its training it ranks with Spearman "
+            f"{metrics[f'{prefix}transfer_spearman']:.2f} (mean over {int(metrics[f'{prefix}transfer_hosts'])} hosts, "
+            f"lowest {metrics[f'{prefix}transfer_spearman_min']:.2f})")
+

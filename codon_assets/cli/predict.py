@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from codon_assets import settings
-from codon_assets.cli.common import CliError, ensure_instance_home, ensure_writable_file, resolve_host
+from codon_assets.cli.common import (CliError, ensure_instance_home, ensure_writable_file, resolve_host,
+                                     transfer_quality)
 
 def load_surrogate(reference: str):
     """A surrogate from a `.pkl` the user names (joblib: only load files you trust), a saved model folder,
@@ -109,13 +110,14 @@ def model_kind(model, host: str) -> str:
     if model.label_source_for(host) == "measured":
         return f"model trained on measured labels of {host}"
     return (f"transferred model: no measured labels of {host}; trained on the measurements of "
-            f"{', '.join(model.source_hosts)}, applied through {host}'s codon usage, tRNA and GC profile")
+            f"{', '.join(model.source_hosts)}, applied through {host}'s codon usage, tRNA and GC profile; "
+            f"{transfer_quality(model.metrics)}")
 
 
 def transfer_to_input_host(model, host: str, records) -> None:
     """Let ``model`` predict a host it has never seen, from the input's own records: the host's feature
     profile and (markov backend) its Markov model; none of the records' values is a label."""
-    from codon_assets.core.surrogate import add_transfer_host
+    from codon_assets.core.transfer import add_transfer_host
     from codon_assets.defs.resources import feature_resource
 
     if records.num_rows < 100:

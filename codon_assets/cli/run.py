@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from codon_assets.cli.common import CliError, bare_name, ensure_instance_home, ensure_writable_dir, resolve_host
+from codon_assets.cli.common import (CliError, bare_name, ensure_instance_home, ensure_writable_dir, resolve_host,
+                                     transfer_quality)
 from codon_assets.cli.launch import (DESIGN, INGEST_AND_FEATURES, MODEL, _failure_message, _materializations,
                                      materialize_partition)
 
@@ -120,7 +121,8 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
         else:
             quality = (f"transferred: no measured labels for {host}; the unified model of "
                        f"{', '.join(model['source_hosts'])} (held-out Spearman {model['source_cv_spearman']:.3f} there) "
-                       "through its own profile, mu on the per-host relative scale")
+                       f"through its own profile, mu on the per-host relative scale; "
+                       f"{transfer_quality(model, prefix='source_')}")
         print(f"[{host}] surrogate: {quality}, registered {model['model_uri']} -> {pkl}", file=sys.stderr)
     if not result.success:
         results["error"] = _failure_message(result)
@@ -244,7 +246,7 @@ def _materialize_host(host: str, finder) -> list[str]:
     meta = _materializations(result)
     model = meta["surrogate_model"]
     kind = ("measured labels" if model["label_source"] == "measured"
-            else f"transferred from {', '.join(model['source_hosts'])}")
+            else f"transferred from {', '.join(model['source_hosts'])}; {transfer_quality(model, prefix='source_')}")
     spearman = model.get("cv_spearman", model.get("source_cv_spearman"))
     designs = (f"{meta['codon_designs']['summary']['n_proteins']} designs (mean reward gain over preferred codons "
                f"{meta['codon_designs']['summary']['mean_reward_gain_over_preferred']:+.3f})" if design

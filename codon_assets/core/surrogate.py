@@ -109,6 +109,9 @@ class SurrogateModel:
     # The hosts whose measured labels trained the model; any other host in ``hosts`` is predicted by transfer.
     source_hosts: list[str] = field(default_factory=list)
     label_scale: str = "log10"  # what mu means: the host's log10 level, or its level relative to the host
+    # sigma's factor for hosts not in source_hosts, fitted on leave-one-host-out predictions (core.transfer);
+    # None where that was not possible (fewer than two measured hosts): sigma_scale then.
+    transfer_sigma_scale: float | None = None
 
     def label_source_for(self, host: str) -> str:
         """``measured`` for a host whose own measurements trained the model, else ``transferred``."""
@@ -135,12 +138,17 @@ class SurrogateModel:
         return parts
 
     def predict(self, sequences: pa.Array, evo2: dict[str, np.ndarray], host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.predict_matrix(self.matrix(sequences, evo2, host))
+        return self.predict_matrix(self.matrix(sequences, evo2, host), host)
 
-    def predict_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """mu and calibrated sigma (> 0, also where the quantile models cross) for a built feature matrix."""
+    def predict_matrix(self, x: np.ndarray, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """mu and calibrated sigma (> 0, also where the quantile models cross) for a built feature matrix of
+        records of ``host`` (per record): a host the model has no labels of gets sigma calibrated on hosts
+        left out of training (``transfer_sigma_scale``)."""
         mu, hi = self.quantiles_matrix(x)
-        return mu, sigma_from_spread(hi - mu, self.sigma_scale, self.sigma_floor)
+        scale = self.sigma_scale
+        if self.transfer_sigma_scale is not None:
+            scale = np.where(np.isin(host, self.source_hosts), self.sigma_scale, self.transfer_sigma_scale)
+        return mu, sigma_from_spread(hi - mu, scale, self.sigma_floor)
 
     def quantiles_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The two boosters' raw predictions (median and 84th percentile), uncalibrated, as they come."""
@@ -170,6 +178,7 @@ class SurrogateModel:
                     "label_source": self.label_source, "metrics": self.metrics, "sigma_scale": self.sigma_scale,
                     "host_profiles": self.host_profiles, "registry": self.registry,
                     "sigma_floor": self.sigma_floor, "source_hosts": self.source_hosts, "label_scale": self.label_scale,
+                    "transfer_sigma_scale": self.transfer_sigma_scale,
                     "builders": {k: b.to_dict() for k, b in self.builders.items()},
                     "alphas": [ALPHA_MU, ALPHA_HI]}
         (folder / "surrogate.json").write_text(json.dumps(settings, indent=1))
@@ -186,7 +195,8 @@ class SurrogateModel:
                    lgb.Booster(model_file=str(folder / "hi.txt")), settings["backend"], markov,
                    settings["label_source"], settings["metrics"], settings["sigma_scale"], settings["host_profiles"],
                    settings.get("registry", {}), settings.get("sigma_floor", MIN_SIGMA),
-                   settings.get("source_hosts", settings["hosts"]), settings.get("label_scale", "log10"))
+                   settings.get("source_hosts", settings["hosts"]), settings.get("label_scale", "log10"),
+                   settings.get("transfer_sigma_scale"))
 
 
 def _fit_builders(data: TrainingSet, rows: np.ndarray, transfer: bool = False) -> dict[str, FeatureBuilder]:
@@ -208,7 +218,7 @@ def _fit_builders(data: TrainingSet, rows: np.ndarray, transfer: bool = False) -
 def _prepare_fit(data: TrainingSet, rows: np.ndarray, backend: str, transfer: bool) -> tuple[SurrogateModel, lgb.Dataset]:
     """A model fitted on ``rows`` up to its boosters (builders, sigma floor, host profiles) and its binned
     training data (binning costs as much as ~100 trees; the float matrix is freed once binned)."""
-    hosts = sorted(set(data.host.tolist()))
+    hosts = sorted(set(data.host[rows].tolist()))
     builders = _fit_builders(data, rows, transfer)
     # No host id among the features: hosts differ by their descriptors (codon usage, GC, tRNA-based tAI,
     # host-relative CAI), so the model also predicts for a host it has no labels for.
@@ -254,17 +264,6 @@ def host_profile(counts: np.ndarray) -> dict:
     """Summed codon counts of a host's CDS and their 5th-95th percentile GC window, so codon design starts
     from (and is constrained by) the host's own usage."""
     return {"codon_counts": counts.sum(axis=0).tolist(), "gc_window": list(host_gc_window(counts))}
-
-
-def add_transfer_host(model: SurrogateModel, records: pa.Table, host_key: str) -> None:
-    """Let ``model`` (trained on other hosts' measured labels) predict for ``host_key``: the host's feature
-    builder (CAI reference from its ribosomal-protein genes, tAI from its tRNA table, descriptors from its
-    codon usage) and design profile, from its records alone; none of its values is a label."""
-    counts = sequence_features(records["sequence"])["counts"]
-    model.builders[host_key] = FeatureBuilder.fit(counts, host_key, protein_names=records["protein_names"].to_pylist(),
-                                                  gene_names=records["gene_names"].to_pylist())
-    model.host_profiles[host_key] = host_profile(counts)
-    model.hosts = sorted({*model.hosts, host_key})
 
 
 def protein_groups(protein: pa.Array | list[str]) -> np.ndarray:

@@ -18,11 +18,11 @@ from codon_assets.core.surrogate import (
     PER_HOST_Z,
     SurrogateModel,
     TrainingSet,
-    add_transfer_host,
     top_importances,
     training_set,
     validate_and_refit,
 )
+from codon_assets.core.transfer import add_transfer_host, leave_one_host_out
 
 MIN_TRAINING_RECORDS = 20
 CV_FOLDS = 5
@@ -104,6 +104,13 @@ def train_surrogate(enhanced: pa.Table, markov_models: dict[str, MarkovCdsModel]
     model.sigma_scale = metrics["surrogate"]["sigma_scale"]  # fitted on every out-of-fold record
     metrics["surrogate"]["sigma_floor"] = model.sigma_floor
     model.metrics = {f"cv_{k}": v for k, v in metrics["surrogate"].items()}
+    if transfer:
+        # What a host without measurements can expect: each measured host predicted by the others' model.
+        transfer_metrics, _ = leave_one_host_out(data, backend)
+        if transfer_metrics:
+            metrics["transfer"] = transfer_metrics
+            model.transfer_sigma_scale = transfer_metrics["sigma_scale"]
+            model.metrics |= {f"transfer_{k}": v for k, v in transfer_metrics.items()}
     return TrainingResult(model, data, metrics, held_out, oof, top_importances(model),
                           reliability_curve(held_out, oof["mu"], oof["sigma"]))
 

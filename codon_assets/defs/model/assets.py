@@ -148,6 +148,8 @@ def train_and_log(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrac
         "measured_training_records": len(result.data.target),
         "cv_records": len(result.held_out),
         **{f"cv_{k}": round(v, 4) for k, v in result.metrics["surrogate"].items()},
+        # A transfer model: each measured host predicted by the other hosts' model (core.transfer).
+        **{f"transfer_{k}": round(v, 4) for k, v in result.metrics.get("transfer", {}).items()},
         "baselines": dg.MetadataValue.json(result.metrics),
         **{f"plot_{name}": image_metadata(name, png) for name, png in logged.figures.items()},
         "top_feature_importances": dg.MetadataValue.md(
