@@ -82,8 +82,18 @@ def inbox_dir() -> Path:
 
 
 def evo2_settings(backend: str | None = None) -> dict[str, str]:
-    """The feature resource's settings that the environment gives (``backend`` overrides its variable)."""
+    """The feature resource's settings that the environment gives (``backend`` overrides its variable).
+    Settings are stored with every run's configuration, so a URL carrying a credential is refused: the
+    NIM's key goes in NVIDIA_API_KEY, which is read only when a request is made."""
+    from urllib.parse import urlsplit
+
     found = {field: value for field, name in EVO2_VARIABLES.items() if (value := _get(name))}
+    url = found.get("nim_base_url", "")
+    if "@" in urlsplit(url).netloc:
+        from codon_assets.core.tsv import InputError
+
+        raise InputError("CODON_NIM_URL carries a user name or password (user:secret@host); settings are stored "
+                         "with each run, so give the URL without it and the key in NVIDIA_API_KEY")
     return found | ({"backend": backend} if backend else {})
 
 

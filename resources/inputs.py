@@ -7,9 +7,20 @@ from pathlib import Path
 
 import dagster as dg
 
-from codon_assets.core.hosts import get_host, host_for_filename, input_suffix
+from codon_assets.core.hosts import HOSTS, file_stems, get_host, host_for_filename, input_suffix
 from codon_assets.core.tsv import InputError
 from codon_assets.settings import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR
+
+
+MEASURED_SUFFIXES = ("_measured.tsv", "_measured.csv")
+
+
+def measured_stem(name: str) -> str | None:
+    """The lower-cased stem of a measured-expression table's name (``Sac_measured.tsv`` -> ``sac``), or None
+    for any other file."""
+    lower = name.lower()
+    suffix = next((s for s in MEASURED_SUFFIXES if lower.endswith(s) and len(lower) > len(s)), None)
+    return lower.removesuffix(suffix) if suffix else None
 
 
 class InputFiles(dg.ConfigurableResource):
@@ -62,6 +73,30 @@ class InputFiles(dg.ConfigurableResource):
             found += batch
         return [p.resolve() for p in found]
 
+    def unclaimed(self) -> list[str]:
+        """What in ``input_dir`` looks like input but feeds no host: a file with an input ending (not hidden)
+        whose name no host claims, a measured table named for no host, and a link to nothing (also in a
+        ``<host>/`` folder). Commands report these before work instead of skipping them."""
+        root = Path(self.input_dir)
+        if not root.is_dir():
+            return []
+        keys = {host.key for host in HOSTS}
+        found = []
+        for path in sorted(root.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.is_symlink() and not path.exists():
+                found.append(f"{path.name} (a link to nothing)")
+            elif path.is_dir() and path.name in keys:
+                found += [f"{path.name}/{p.name} (a link to nothing)" for p in sorted(path.iterdir())
+                          if not p.name.startswith(".") and p.is_symlink() and not p.exists()]
+            elif path.is_file() and (stem := measured_stem(path.name)) is not None:
+                if not any(stem in file_stems(host) for host in HOSTS):
+                    found.append(f"{path.name} (a measured table of no host)")
+            elif path.is_file() and input_suffix(path.name) and host_for_filename(path.name) is None:
+                found.append(path.name)
+        return found
+
     def hosts_with_data(self, host_keys: list[str]) -> list[str]:
         """Hosts with input files; a host whose files are in conflict counts, so that its run reports it."""
         with_data = []
@@ -74,15 +109,20 @@ class InputFiles(dg.ConfigurableResource):
         return with_data
 
     def measured_for(self, host_key: str) -> Path | None:
+        """The host's measured table: an explicit file, else ``<stem>_measured.tsv|csv`` beside its input, the
+        stem one that names the host (``Sac_measured.tsv``, ``S_cerevisiae_measured.tsv``; any case). Two of
+        them are an error naming both."""
         if host_key in self.measured:
             return Path(self.measured[host_key]).resolve()
         root = Path(self.input_dir)
-        for alias in get_host(host_key).file_aliases:
-            stem = alias.rsplit(".", 1)[0]
-            for candidate in (root / f"{stem}_measured.tsv", root / f"{stem}_measured.csv"):
-                if candidate.is_file():
-                    return candidate.resolve()
-        return None
+        if not root.is_dir():
+            return None
+        stems = file_stems(get_host(host_key))
+        found = [p for p in sorted(root.iterdir()) if p.is_file() and measured_stem(p.name) in stems]
+        if len(found) > 1:
+            raise InputError(f"{root}: {len(found)} measured tables for host {host_key}: "
+                             f"{', '.join(p.name for p in found)}; keep one")
+        return found[0].resolve() if found else None
 
     def proteins_for(self, host_key: str) -> Path | None:
         if host_key in self.proteins:

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries behind object-store asset stores (s3://, gs://, az://) whose errors reach a command unwrapped.
+OBJECT_STORE_LIBRARIES = {"botocore", "aiobotocore", "boto3", "s3fs", "fsspec", "gcsfs", "adlfs", "google", "azure"}
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -134,3 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("codon-assets: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if type(exc).__module__.partition(".")[0] not in OBJECT_STORE_LIBRARIES:
+            raise
+        # An object store the asset store names cannot be used (credentials, endpoint, bucket): one line.
+        print(f"codon-assets: error: the asset store cannot be used: {type(exc).__name__}: "
+              f"{(str(exc).splitlines() or [''])[0][:300]}", file=sys.stderr)
+        return 1

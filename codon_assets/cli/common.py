@@ -39,21 +39,26 @@ def bare_name(path: Path) -> str:
     return path.name[: -len(suffix)] if (suffix := input_suffix(path.name)) else path.stem
 
 
-def resolve_host(path: Path, host: str | None) -> str:
+def resolve_host(path: Path, host: str | None, host_data: bool = True) -> str:
+    """The host of an input file: ``host`` (--host) when given, else the one its name or folder names.
+    ``host_data``: the file holds the host's own records (run, predict), which --host must not file under
+    another host than the name says; target proteins (design) may be designed for any host."""
     from codon_assets.core.hosts import HOSTS_BY_KEY, host_for_filename
 
+    named = host_for_filename(path.name) or HOSTS_BY_KEY.get(path.parent.name)
     if host:
         if host not in HOSTS_BY_KEY:
             raise CliError(f"unknown host {host!r}; choose one of {', '.join(HOSTS_BY_KEY)}", code=2)
+        if host_data and named is not None and named.key != host:
+            raise CliError(f"{path.name} is named for host {named.key} but --host is {host}: its records would be "
+                           f"stored as {host}'s; drop --host, or rename the file if it really holds {host}", code=2)
         return host
-    found = host_for_filename(path.name) or HOSTS_BY_KEY.get(bare_name(path)) or HOSTS_BY_KEY.get(path.parent.name)
-    if found is None:
+    if named is None:
         from codon_assets.core.hosts import HOSTS
 
         aliases = ", ".join(f"{a} ({h.key})" for h in HOSTS for a in h.file_aliases)
         raise CliError(f"cannot tell the host of {path.name}: pass --host, or name the file {aliases}", code=2)
-    return found.key
-
+    return named.key
 
 
 def ensure_writable_dir(path: Path) -> None:
@@ -68,11 +73,26 @@ def ensure_writable_dir(path: Path) -> None:
         raise CliError(f"{path}: cannot write there ({exc.strerror or exc})", code=2) from None
 
 
-def ensure_writable_file(path: Path) -> None:
-    """An output file the command may create or replace: not a directory, in a writable directory."""
+def ensure_writable_file(path: Path, inputs: tuple[Path, ...] = ()) -> None:
+    """An output file the command may create or replace: not a directory, in a writable directory, and none
+    of the command's ``inputs`` (writing it would destroy what is being read)."""
     if path.is_dir():
         raise CliError(f"{path}: is a directory; name an output file", code=2)
+    refuse_overwriting_inputs([path], inputs)
     ensure_writable_dir(path.parent)
+
+
+def refuse_overwriting_inputs(outputs: list[Path], inputs: tuple[Path, ...]) -> None:
+    """One line, before any work, when an output would replace one of the inputs (same file, any path)."""
+    for output in outputs:
+        for source in inputs:
+            try:
+                same = output.exists() and source.exists() and os.path.samefile(output, source)
+            except OSError:
+                same = False
+            if same:
+                raise CliError(f"{output}: is the input {source}; writing it would destroy the input: "
+                               "name another output", code=2)
 
 
 

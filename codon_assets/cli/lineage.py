@@ -65,6 +65,10 @@ def _lineage_entry(instance, key, node, partition: str | None) -> dict:
 def cmd_lineage(args: argparse.Namespace) -> int:
     import json
 
+    from codon_assets.core.hosts import HOSTS_BY_KEY
+
+    if args.host is not None and args.host not in HOSTS_BY_KEY:
+        raise CliError(f"unknown host {args.host!r}; choose one of {', '.join(HOSTS_BY_KEY)}", code=2)
     ensure_instance_home()
     chain = lineage_chain(args.asset, args.host)
     if args.json:

@@ -57,7 +57,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from codon_assets.core.tsv import read_release_table
 
     source, output = Path(args.input), Path(args.output)
-    ensure_writable_file(output)
+    ensure_writable_file(output, inputs=(source,))
     release = read_release_table(source)
     ensure_instance_home()
     model = load_surrogate(args.model)
@@ -91,6 +91,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     mu, sigma = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
     if predicted.any():
         mu[predicted], sigma[predicted] = predict_frame(model, frame[predicted])
+    failure = (f"{source}: nothing could be predicted ({len(frame)} valid records, {int((~predicted).sum())} "
+               f"without features, {result.rejects.num_rows} rejected)")
+    if not len(frame):  # no record to report on: an output a user may already have is left as it was
+        raise CliError(failure)
     with atomic_text_writer(output) as handle:
         pd.DataFrame({"protein_id": frame["protein_id"], "mu": mu, "sigma": sigma,
                       "status": np.where(predicted, "predicted", "not_predicted"), "reason": reason}
@@ -98,9 +102,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     reasons = ", ".join(f"{k}: {v}" for k, v in result.rejects_by_reason().items()) or "none"
     print(f"[{host}] {result.rows_read} rows: {int(predicted.sum())} predicted, {int((~predicted).sum())} without "
           f"features (no prediction) -> {args.output}; {result.rejects.num_rows} rejected ({reasons})", file=sys.stderr)
-    if not predicted.any():
-        raise CliError(f"{source}: nothing could be predicted ({len(frame)} valid records, "
-                       f"{int((~predicted).sum())} without features, {result.rejects.num_rows} rejected)")
+    if not predicted.any():  # every record is in the output, each with the reason it has no prediction
+        raise CliError(failure)
     return 0
 
 
@@ -144,9 +147,9 @@ def cmd_design(args: argparse.Namespace) -> int:
         config.settings()
     except (SettingsError, OutputFormatError) as exc:
         raise CliError(str(exc), code=2) from None
-    ensure_writable_file(Path(args.output))
+    ensure_writable_file(Path(args.output), inputs=(Path(args.input),))
     ensure_instance_home()
-    host = resolve_host(Path(args.input), args.host)
+    host = resolve_host(Path(args.input), args.host, host_data=False)
     proteins, rejects = read_proteins(args.input)  # unusable input is refused before the model loads
     if not proteins:
         raise CliError(f"{args.input}: no usable protein ({len(rejects)} rejected)")
@@ -159,6 +162,10 @@ def cmd_design(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a genetic code designs do not support
         raise CliError(str(exc), code=2) from None
     write_designs(designs, args.output)
+    if lacking := [p.protein_id for p in proteins if not p.protein.startswith("M")]:
+        print(f"[{host}] note: {len(lacking)} protein(s) had no leading Met ({', '.join(lacking[:5])}"
+              f"{' ...' if len(lacking) > 5 else ''}): a CDS starts with ATG, so their designs encode M + the protein "
+              "(the protein column of the output)", file=sys.stderr)
     for reject in rejects:
         print(f"rejected {reject.protein_id or '?'} ({reject.source}): {reject.reason} {reject.detail}", file=sys.stderr)
     print(f"[{host}] {len(designs)} designs -> {args.output}; feasible {summary['n_feasible']}/{len(designs)}; "

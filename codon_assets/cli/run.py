@@ -9,10 +9,21 @@ import sys
 import time
 from pathlib import Path
 
-from codon_assets.cli.common import (CliError, bare_name, ensure_instance_home, ensure_writable_dir, resolve_host,
-                                     transfer_quality)
+from codon_assets.cli.common import (CliError, bare_name, ensure_instance_home, ensure_writable_dir,
+                                     refuse_overwriting_inputs, resolve_host, transfer_quality)
 from codon_assets.cli.launch import (DESIGN, INGEST_AND_FEATURES, MODEL, _failure_message, _materializations,
                                      materialize_partition)
+
+
+def output_files(paths: list[Path], host: str, output_dir: Path) -> dict[str, Path]:
+    """What `run` writes for one host partition: the seed-format exports, named after the file (several files
+    of one host are one partition, named after the host), the model export and `pipeline_results.json`."""
+    stem = bare_name(paths[0]) if len(paths) == 1 else host
+    return {"jsonl": output_dir / f"{stem}.jsonl", "evo2_features_json": output_dir / f"{stem}_evo2_features.json",
+            "enhanced_jsonl": output_dir / f"{stem}_enhanced.jsonl",
+            "surrogate_pkl": output_dir / "models" / f"{stem}_surrogate.pkl",
+            "results": output_dir / "pipeline_results.json"}
+
 
 def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, evo2_backend: str | None = None,
              train_surrogate: bool = False, measured: Path | None = None) -> dict:
@@ -21,10 +32,8 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
     from codon_assets.cli.export import ExportJobs, write_json
 
     started = time.perf_counter()
-    # Exports are named after the file; several files of one host are one partition, named after the host.
-    stem = bare_name(paths[0]) if len(paths) == 1 else host
-    jsonl, feature_json = output_dir / f"{stem}.jsonl", output_dir / f"{stem}_evo2_features.json"
-    enhanced_jsonl = output_dir / f"{stem}_enhanced.jsonl"
+    outputs = output_files(paths, host, output_dir)
+    jsonl, feature_json, enhanced_jsonl = outputs["jsonl"], outputs["evo2_features_json"], outputs["enhanced_jsonl"]
     run_config = {"ops": {"converted_dataset": {"config": {"limit": limit}}}} if limit else None
     selection = INGEST_AND_FEATURES + (MODEL if train_surrogate else [])
     inputs = ", ".join(map(str, paths))
@@ -113,7 +122,7 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
             "model_uri": model["model_uri"],
             "seconds": step_seconds.get("surrogate_model"),
         }
-        pkl = output_dir / "models" / f"{stem}_surrogate.pkl"
+        pkl = outputs["surrogate_pkl"]
         export_pickle(Path(model["path"]), pkl)
         results["outputs"]["surrogate_pkl"] = str(pkl)
         if model["label_source"] == "measured":
@@ -127,7 +136,7 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
     if not result.success:
         results["error"] = _failure_message(result)
     results["total_seconds"] = round(time.perf_counter() - started, 3)
-    write_json(results, output_dir / "pipeline_results.json")
+    write_json(results, outputs["results"])
     if not result.success:
         raise CliError(f"[{host}] {results['error']}")
     return results
@@ -155,22 +164,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if not source.exists():
         raise CliError(f"{source}: no such file or directory")
+    from resources.inputs import InputFiles
+
     if source.is_dir():
         # Every host file found there: all files of one host are one partition input (release aliases in
         # any case, and <host>/*.tsv).
-        from resources.inputs import InputFiles
-
         finder = InputFiles(input_dir=str(source))
+        if args.measured or args.host:
+            raise CliError(f"{'--measured' if args.measured else '--host'} goes with one input file; in a folder each "
+                           "file names its host, and <stem>_measured.tsv beside it its measurements", code=2)
+        refuse_unclaimed(finder)
         runs = [(host.key, files) for host in HOSTS if (files := finder.files_for(host.key))]
         if not runs:
             raise CliError(f"{source}: no host input files found (expected release names such as Sac.tsv)", code=2)
-        if args.measured:
-            raise CliError("--measured goes with one input file; put <stem>_measured.tsv beside each host file", code=2)
     else:
         runs = [(resolve_host(source, args.host), [source])]
     measured = Path(args.measured) if args.measured else None
     if measured is not None and not measured.is_file():
         raise CliError(f"{measured}: no such measured table")
+    if measured is not None and not args.train_surrogate:
+        raise CliError("--measured labels the surrogate's training: add --train-surrogate", code=2)
     # Unusable input or output is refused before any run starts.
     for _, files in runs:
         for file in files:
@@ -178,6 +191,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     output_dirs = {host: Path(args.output_dir) / host if source.is_dir() else Path(args.output_dir) for host, _ in runs}
     for directory in output_dirs.values():
         ensure_writable_dir(directory)
+    if args.train_surrogate:
+        finder = finder if source.is_dir() else InputFiles(input_dir=str(source.parent))
+        check_measured_tables([measured] if measured else [t for host, _ in runs if (t := finder.measured_for(host))])
+    inputs = tuple(file for _, files in runs for file in files) + ((measured,) if measured else ())
+    for host, files in runs:
+        refuse_overwriting_inputs(list(output_files(files, host, output_dirs[host]).values()), inputs)
     ensure_instance_home()
     failed = []
     for host, files in runs:
@@ -201,7 +220,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     home = ensure_instance_home()
     finder = build_resources()["input_files"]
+    refuse_unclaimed(finder)
     with_data = finder.hosts_with_data(host_partitions.get_partition_keys())
+    check_measured_tables([t for h in with_data if (t := finder.measured_for(h))], finder.measured_value_column)
     hosts = args.host or with_data
     if not hosts:
         raise CliError(f"no host has input in {finder.input_dir}")
@@ -217,7 +238,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         if result.success:
             meta = _materializations(result)["surrogate_model_unified"]
             print(f"[unified] surrogate {meta['model_uri']} (held-out Spearman {meta['cv_spearman']:.3f}, "
-                  f"measured labels of {', '.join(meta['source_hosts'])})")
+                  f"measured labels of {', '.join(meta['source_hosts'])}; {transfer_quality(meta)})")
         else:
             failed.append("unified")
             print(f"[unified] FAILED: {_failure_message(result)}", file=sys.stderr)
@@ -233,6 +254,22 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if failed:
         raise CliError(f"materialization failed for {', '.join(failed)}")
     return 0
+
+
+def check_measured_tables(tables: list[Path], value_column: str | None = None) -> None:
+    """Every measured table the run will read, read once before any work: a file that is no such table is
+    one line now, not a failed step after conversion and features."""
+    from codon_assets.core.labels import read_measured
+
+    for table in tables:
+        read_measured(table, value_column)
+
+
+def refuse_unclaimed(finder) -> None:
+    """One line before any work when the input folder holds input that no host would read."""
+    if unclaimed := finder.unclaimed():
+        raise CliError(f"{finder.input_dir}: no host reads {', '.join(unclaimed)}: name each input file for its host "
+                       "(e.g. Sac.tsv or S_cerevisiae.tsv), put it in a <host>/ folder, or move it out", code=2)
 
 
 def _materialize_host(host: str, finder) -> list[str]:

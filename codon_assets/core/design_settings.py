@@ -113,6 +113,12 @@ def resolve_enzymes(names: tuple[str, ...] | list[str]) -> tuple[tuple[str, str]
     return tuple(dict.fromkeys(out))
 
 
+# Beyond these a design run would not end in a working day or not fit in memory (group x protein length x 64
+# logits per step): a typo, not a setting.
+MAX_STEPS = 10_000
+MAX_GROUP = 1_024
+
+
 @dataclass(frozen=True)
 class OptimiserSettings:
     """Every setting of a design run (the Dagster config and the command line take their defaults from
@@ -139,6 +145,10 @@ class OptimiserSettings:
     avoid_motifs: tuple[str, ...] = tuple(f"{name}={motif}" for name, motif in DEFAULT_MOTIFS.items())
 
     def __post_init__(self) -> None:
+        for name, low, high in (("steps", 1, MAX_STEPS), ("group", 1, MAX_GROUP), ("seed", 0, 2**63 - 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
         for name in ("avoid_enzymes", "avoid_motifs"):
             value = getattr(self, name)
             if isinstance(value, str):  # one name, not its letters

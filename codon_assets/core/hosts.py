@@ -81,6 +81,12 @@ def _texts(entry: dict, name: str, pattern: re.Pattern | None = None, what: str 
     return tuple(values)
 
 
+def file_stems(host: Host) -> dict[str, str]:
+    """The lower-cased file-name stems that name ``host`` (each alias without its ending, and the host key:
+    ``S_cerevisiae.tsv``), with the alias or key each comes from."""
+    return {host.key.lower(): host.key, **{alias_stem(alias): alias for alias in host.file_aliases}}
+
+
 def alias_stem(alias: str) -> str:
     """The file alias without its input ending, lower-cased: what a file name is matched by."""
     if "/" in alias or "\\" in alias:
@@ -176,12 +182,12 @@ def load_hosts(path: str | Path) -> tuple[Host, ...]:
             host = _host(entry)
             if host.key in keys:
                 raise _EntryError(f"duplicate key {host.key} (also entry {keys[host.key]})")
-            for alias in host.file_aliases:
-                stem = alias_stem(alias)
+            for stem, name in file_stems(host).items():
                 if stem in stems:
                     other, taken = stems[stem]
-                    raise _EntryError(f"file alias {alias} names the same files as {taken} of entry {other}")
-                stems[stem] = (n, alias)
+                    what = "host key" if name == host.key else "file alias"
+                    raise _EntryError(f"{what} {name} names the same files as {taken} of entry {other}")
+                stems[stem] = (n, name)
         except _EntryError as exc:
             raise InputError(f"{path}: {label}: {exc}") from None
         keys[host.key] = n
@@ -194,7 +200,7 @@ class _Registry:
     path: str
     hosts: tuple[Host, ...]
     by_key: dict[str, Host]
-    by_alias_stem: dict[str, Host]
+    by_file_stem: dict[str, Host]
 
 
 _loaded: _Registry | None = None
@@ -212,7 +218,7 @@ def _registry() -> _Registry:
         if _loaded is None or _loaded.path != path:
             hosts = load_hosts(path)
             _loaded = _Registry(path, hosts, {h.key: h for h in hosts},
-                                {alias_stem(a): h for h in hosts for a in h.file_aliases})
+                                {stem: h for h in hosts for stem in file_stems(h)})
         return _loaded
 
 
@@ -297,13 +303,13 @@ def ensembl_species(filename: str) -> str | None:
 
 
 def host_for_filename(filename: str) -> Host | None:
-    """The host a file name stands for (case-insensitive), if any: a release alias with any input ending
-    (Sac.tsv, Sac.tsv.gz, Sac.csv, Sac.parquet, Sac.fa.gz), or an Ensembl CDS file of one of the host's
-    species or genera (Saccharomyces_cerevisiae.R64-1-1.cds.all.fa.gz)."""
+    """The host a file name stands for (case-insensitive), if any: a release alias or the host key with any
+    input ending (Sac.tsv, Sac.tsv.gz, Sac.csv, Sac.parquet, Sac.fa.gz, S_cerevisiae.tsv), or an Ensembl CDS
+    file of one of the host's species or genera (Saccharomyces_cerevisiae.R64-1-1.cds.all.fa.gz)."""
     name = filename.rsplit("/", 1)[-1].lower()
     registry = _registry()
     suffix = input_suffix(name)
-    if suffix is not None and (host := registry.by_alias_stem.get(name.removesuffix(suffix))) is not None:
+    if suffix is not None and (host := registry.by_file_stem.get(name.removesuffix(suffix))) is not None:
         return host
     binomial = ensembl_species(name)
     if binomial:

@@ -10,6 +10,7 @@ not used is counted by reason.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from codon_assets.core.tsv import InputError
+from codon_assets.core.tsv import InputError, read_input_bytes
 
 
 @dataclass
@@ -37,49 +38,75 @@ class LabelJoin:
     report: dict[str, int]
 
 
+IMPLAUSIBLE_DECADES = 8.0
+MEASURED_FILE = "a measured table (TSV or CSV with a header: id, value; optionally gzip-compressed)"
+
+
 def read_measured(path: str | Path, value_column: str | None = None) -> MeasuredTable:
+    """The usable values of a measured table, every other data row counted under one reason; a file that is
+    no such table is one InputError. A row with the wrong number of fields is ``malformed_row``, one whose id
+    or value is not UTF-8 ``not_utf8``: the rest of the table is still used."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the measured table ({exc})") from None
-    if not text.strip():
+    text = read_input_bytes(path, MEASURED_FILE, gzip_ok=True).decode("utf-8-sig", errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
         raise InputError(f"{path}: the measured table is empty")
-    first_line = text.splitlines()[0]
-    delimiter = "\t" if "\t" in first_line else ","
+    delimiter = "\t" if "\t" in lines[0] else ","
     # CSV quotes fields; tab-separated tables have no quoting convention (a line is a row as written).
-    frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-    if frame.shape[1] < 2:
-        raise InputError(f"{path}: the measured table needs an id column and a value column")
-    id_column = frame.columns[0]
+    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter,
+                                      quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+            if any(cell.strip() for cell in row)]
+    header, body = [name.strip() for name in rows[0]], rows[1:]
+    if len(header) < 2:
+        raise InputError(f"{path}: the measured table needs an id column and a value column (header: {lines[0][:200]!r})")
+    if len(set(header)) < len(header):
+        raise InputError(f"{path}: repeated column names in the header: {', '.join(sorted(n for n in set(header) if header.count(n) > 1))}")
+    if not body:
+        raise InputError(f"{path}: the measured table has a header and no rows")
+    frame = pd.DataFrame([row for row in body if len(row) == len(header)], columns=header, dtype=str)
+    if frame.empty:
+        raise InputError(f"{path}: no row has the header's {len(header)} fields ({len(body)} rows)")
+    id_column = header[0]
     numeric = frame.apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce"))
     if value_column is None:
-        candidates = [c for c in frame.columns[1:] if numeric[c].notna().any()]
+        # A value column is mostly numbers; a name column may hold a few that look like one ("1", "Inf").
+        filled = (frame != "").sum()
+        candidates = [c for c in header[1:] if filled[c] and numeric[c].notna().sum() > filled[c] / 2]
         if not candidates:
-            raise InputError(f"{path}: no numeric value column")
-        value_column = frame.columns[1] if frame.columns[1] in candidates else candidates[0]
+            raise InputError(f"{path}: no numeric value column (columns: {', '.join(header)})")
+        value_column = header[1] if header[1] in candidates else candidates[0]
     elif value_column not in frame.columns:
-        raise InputError(f"{path}: no column {value_column!r} (columns: {', '.join(frame.columns)})")
+        raise InputError(f"{path}: no column {value_column!r} (columns: {', '.join(header)})")
 
     ids = frame[id_column].str.strip()
     value = numeric[value_column]
-    named = ids != ""
+    replaced = ids.str.contains("\ufffd", regex=False) | frame[value_column].str.contains("\ufffd", regex=False)
+    named = (ids != "") & ~replaced
     finite = np.isfinite(value.to_numpy(dtype=float))
     # Each row lands under exactly one reason, in this order, or is usable.
     problems = {
-        "missing_id": int((~named).sum()),
+        "malformed_row": len(body) - len(frame),
+        "not_utf8": int(replaced.sum()),
+        "missing_id": int(((ids == "") & ~replaced).sum()),
         "not_a_number": int((named & value.isna()).sum()),
         "non_finite": int((named & value.notna() & ~finite).sum()),  # inf, or a number beyond float range
         "not_positive": int((named & finite & (value <= 0)).sum()),
     }
-    usable = named & finite & (value > 0)
-    duplicated = ids.duplicated() & usable
+    positive = named & finite & (value > 0)
+    # A value this many decades from the table's median is a typo or a unit slip (1e308, 1e-300), not a level:
+    # expression spans about six decades within a host, and log10 labels would let it dominate training.
+    logs = np.log10(value.where(positive).to_numpy(dtype=float))
+    centre = float(np.nanmedian(logs)) if positive.any() else 0.0
+    implausible = positive & (np.abs(logs - centre) > IMPLAUSIBLE_DECADES)
+    problems["implausible_value"] = int(implausible.sum())
+    usable = positive & ~implausible
+    # The first usable row of an id wins; an unusable row before it (a 0, a blank) does not hide it.
+    duplicated = usable & ids.where(usable).duplicated(keep="first") & ids.where(usable).notna()
     problems["duplicate_id"] = int(duplicated.sum())
     keep = usable & ~duplicated
     values = dict(zip(ids[keep], value[keep].astype(float)))
     return MeasuredTable(str(path), id_column, value_column, values, {k: v for k, v in problems.items() if v},
-                         rows=len(frame))
+                         rows=len(body))
 
 
 def join_measured(records: pa.Table, measured: MeasuredTable) -> LabelJoin:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from codon_assets.core.tsv import InputError, read_input_bytes
+from codon_assets.core.tsv import InputError, header_preview, read_input_bytes
 
 AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
 ID_NAMES = ("id", "protein_id", "entry", "name", "accession", "refseq_id")
@@ -113,10 +113,9 @@ def _table(text: str, path: Path) -> list[tuple[str, str, str, str | None]]:
     id_col, seq_col = _pick(header, ID_NAMES), _pick(header, PROTEIN_NAMES)
     cds_col = _pick(header, tuple(n for n in CDS_NAMES if seq_col is None or header[seq_col].strip().lower() != n))
     if id_col is None or seq_col is None:
-        shown = ", ".join(h.strip() for h in header[:6]) + (" ..." if len(header) > 6 else "")
         raise InputError(
             f"{path}: needs an id column ({'/'.join(ID_NAMES)}) and a protein column "
-            f"({'/'.join(PROTEIN_NAMES)}); header has: {shown}"
+            f"({'/'.join(PROTEIN_NAMES)}); header has: {header_preview(header)}"
         )
     def cell(row: list[str], c: int | None) -> str:
         return row[c].strip() if c is not None and c < len(row) else ""

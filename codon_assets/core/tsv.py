@@ -108,13 +108,22 @@ _NOT_TEXT: tuple[tuple[bytes, str], ...] = (
 )
 
 
-def read_input_bytes(path: Path, expected: str) -> bytes:
-    """The bytes of a user's input file, or one clear InputError (a folder, unreadable, not text)."""
+def read_input_bytes(path: Path, expected: str, gzip_ok: bool = False) -> bytes:
+    """The bytes of a user's input file, or one clear InputError (a folder, unreadable, not text).
+    ``gzip_ok``: gzip-compressed content is decompressed (and then checked like any content)."""
     refuse_non_file(path, expected)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if gzip_ok and raw.startswith(b"\x1f\x8b"):
+        import gzip
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{path}: damaged gzip data ({exc}), not {expected}") from None
     _refuse_binary(path, raw[:HEAD_BYTES], expected)
     return raw
 
@@ -318,6 +327,13 @@ def _header_names(path: Path, first_line: bytes, has_text: bool) -> list[str]:
     return check_header(path, header)
 
 
+def header_preview(header: list[str], names: int = 6, width: int = 60) -> str:
+    """The first ``names`` column names for a message, each cut to ``width`` characters (a header-less file's
+    first line may be a whole sequence)."""
+    cut = [name.strip() if len(name.strip()) <= width else name.strip()[:width] + "…" for name in header[:names]]
+    return ", ".join(cut) + (" ..." if len(header) > names else "")
+
+
 def check_header(path: Path, header: list[str]) -> list[str]:
     """The header itself, or one clear InputError when it cannot be the release table's (no CDS or id
     column, a repeated column)."""
@@ -325,9 +341,8 @@ def check_header(path: Path, header: list[str]) -> list[str]:
     if not any(c in header for c in ID_COLUMNS):
         missing.append(" or ".join(ID_COLUMNS))
     if missing:
-        shown = ", ".join(header[:6]) + (" ..." if len(header) > 6 else "")
         raise InputError(
-            f"{path}: missing required column(s) {', '.join(missing)} (header has: {shown}); "
+            f"{path}: missing required column(s) {', '.join(missing)} (header has: {header_preview(header)}); "
             "expected the release layout: " + ", ".join(RELEASE_COLUMNS)
         )
     repeated = sorted({name for name in header if header.count(name) > 1})
