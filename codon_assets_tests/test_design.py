@@ -22,7 +22,7 @@ from codon_assets.core.hosts import get_host
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.proteins import read_proteins
 from codon_assets.core.sequence_stats import codon_counts
-from codon_assets.core.surrogate import fit_surrogate, training_set
+from codon_assets.core.surrogate import fit_surrogates, training_set
 from codon_assets.core.tsv import InputError, read_release_table
 from codon_assets.core.enhance import build_enhanced
 from codon_assets_tests.conftest import EXAMPLES, ROOT
@@ -39,7 +39,7 @@ def yeast():
     features, _ = extract_features(converted.select(["protein_id", "sequence", "seq_sha256"]), MarkovBatchScorer(markov))
     enhanced, _ = build_enhanced(converted, features, "model_enhanced", EXAMPLES / "Sac_measured.tsv", None)
     data = training_set(enhanced)
-    model = fit_surrogate(data, np.arange(len(data.target)), "markov")
+    model = fit_surrogates(data, [np.arange(len(data.target))], "markov")[0]
     model.markov_models = {"S_cerevisiae": markov}
     counts = codon_counts(sequences)
     natives = dict(zip(converted["protein_id"].to_pylist(), converted["sequence"].to_pylist()))

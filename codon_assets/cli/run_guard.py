@@ -359,8 +359,8 @@ class _InterruptGuard:
             self.say(f"could not mark the run canceling: {exc}")
         if self._left.wait(self.grace_s):
             return
-        self.say(f"the run did not stop within {self.grace_s:.0f} s of {name} (an in-process step waiting for a "
-                 "pool slot does not look at signals): ending the process")
+        self.say(f"the run did not stop within {self.grace_s:.0f} s of {name} (a step inside a long library call, "
+                 "or waiting for a pool slot, does not look at signals): ending the process")
         try:
             self._finish()
         finally:

@@ -255,9 +255,11 @@ def _grow_boosters(fits: Iterable[tuple[SurrogateModel, lgb.Dataset]], seed: int
     return [model for model, _, _ in grown]
 
 
-def fit_surrogate(data: TrainingSet, rows: np.ndarray, backend: str, seed: int = 0,
-                  transfer: bool = False) -> SurrogateModel:
-    return _grow_boosters([_prepare_fit(data, rows, backend, transfer)], seed)[0]
+def fit_surrogates(data: TrainingSet, row_sets: Iterable[np.ndarray], backend: str, seed: int = 0,
+                   transfer: bool = False) -> list[SurrogateModel]:
+    """One model fitted on each set of rows (largest first), every booster grown in one pool while the next
+    fit is prepared."""
+    return _grow_boosters((_prepare_fit(data, rows, backend, transfer) for rows in row_sets), seed)
 
 
 def host_profile(counts: np.ndarray) -> dict:
@@ -308,13 +310,12 @@ def cross_validate(data: TrainingSet, backend: str, folds: int = 5, seed: int = 
 def validate_and_refit(data: TrainingSet, backend: str, folds: int = 5, seed: int = 0,
                        max_records: int = CV_MAX_RECORDS, transfer: bool = False,
                        refit: bool = True) -> tuple[dict, dict[str, np.ndarray], SurrogateModel | None]:
-    """``cross_validate``, and with ``refit`` the model fitted on every record (as ``fit_surrogate``), its
+    """``cross_validate``, and with ``refit`` the model fitted on every record (as ``fit_surrogates``), its
     boosters grown in the same pool as the folds' (the refit does not depend on the folds)."""
     rows = cv_rows(data.protein, max_records, seed)
     splits = grouped_folds(take_records(data.protein, rows), folds)
     every = [np.arange(len(data.target))] if refit else []  # the largest fit first
-    models = _grow_boosters((_prepare_fit(data, fit_rows, backend, transfer)
-                             for fit_rows in [*every, *(rows[train] for train, _ in splits)]), seed)
+    models = fit_surrogates(data, [*every, *(rows[train] for train, _ in splits)], backend, seed, transfer)
     final, models = models[0] if refit else None, models[len(every):]
     y = data.target[rows]
     mu, hi, floor, fold = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y), dtype=np.int64)

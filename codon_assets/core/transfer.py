@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from codon_assets.core.calibration import cross_fit_sigma, rank_metrics, regression_metrics, sigma_calibration
-from codon_assets.core.surrogate import (CV_MAX_RECORDS, SurrogateModel, TrainingSet, _grow_boosters, _prepare_fit,
-                                         cv_rows, host_profile)
+from codon_assets.core.surrogate import (CV_MAX_RECORDS, SurrogateModel, TrainingSet, cv_rows, fit_surrogates,
+                                         host_profile)
 from codon_assets.core.surrogate_features import FeatureBuilder, sequence_features, take_records, take_rows
 
 
@@ -46,7 +46,7 @@ def leave_one_host_out(data: TrainingSet, backend: str, seed: int = 0,
         return {}, {}
     rows = cv_rows(data.protein, max_records, seed)
     host = data.host[rows]
-    models = _grow_boosters((_prepare_fit(data, rows[host != key], backend, transfer=True) for key in hosts), seed)
+    models = fit_surrogates(data, [rows[host != key] for key in hosts], backend, seed, transfer=True)
     mu, hi, floor = (np.zeros(len(rows)) for _ in range(3))
     fold = np.zeros(len(rows), dtype=np.int64)
     for k, (key, model) in enumerate(zip(hosts, models)):
