@@ -186,3 +186,19 @@ def test_a_value_decades_away_from_the_rest_is_not_a_label(tmp_path):
     measured = read_measured(table)
     assert "X" not in measured.values and "Y" not in measured.values and len(measured.values) == 50
     assert measured.problems == {"implausible_value": 2}
+
+
+def test_a_table_with_a_header_and_no_rows_is_refused_before_any_run(dagster_home, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from codon_assets.core.tsv import RELEASE_COLUMNS
+
+    tsv, csv, parquet = tmp_path / "Sac.tsv", tmp_path / "Sac.csv", tmp_path / "Sac.parquet"
+    tsv.write_text(SAC_LINES[0] + "\n\n  \n")
+    csv.write_text(",".join(RELEASE_COLUMNS) + "\r\n")
+    pq.write_table(pa.table({name: pa.array([], pa.string()) for name in RELEASE_COLUMNS}), parquet)
+    for source in (tsv, csv, parquet):
+        assert main(["run", "--input", str(source), "--output-dir", str(tmp_path / "out")]) == 1
+        assert "no data rows" in error_line(capsys)
+    assert no_run_started()

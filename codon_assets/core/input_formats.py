@@ -160,17 +160,17 @@ def _as_bytes(text: str) -> bytes:
 # --- sniffing -----------------------------------------------------------------------------------------
 
 
-def _head(path: Path) -> tuple[bytes, bool]:
-    """The beginning of a file's content (through its first line ending, when there is one) and whether it
-    is gzip-compressed."""
+def _head(path: Path) -> tuple[bytes, bool, bool]:
+    """The beginning of a file's content (through its first line ending, when there is one), whether it is
+    gzip-compressed, and whether that beginning is the whole content."""
     refuse_non_file(path, TABLE_FILE)
     gz = _is_gzip(path)
     head = b""
     for _, block in content_blocks(path, gz):
         head += block
         if len(head) >= HEAD_BYTES and (re.search(rb"[\r\n]", head) or len(head) >= MAX_HEADER_BYTES):
-            break
-    return head, gz
+            return head, gz, False
+    return head, gz, True
 
 
 def _kind(path: Path, head: bytes, gz: bool) -> str:
@@ -193,7 +193,7 @@ def sniff_format(path: str | Path) -> InputFormat:
     """The format of an input file, from its content; or one clear InputError for a folder, an unreadable
     file, damaged gzip data or content that is none of the formats."""
     path = Path(path)
-    head, gz = _head(path)
+    head, gz, _ = _head(path)
     return InputFormat(_kind(path, head, gz), gz)
 
 
@@ -203,16 +203,24 @@ def sniff_format(path: str | Path) -> InputFormat:
 def read_input_header(path: Path) -> list[str]:
     """The column names of an input file, from its beginning (the FASTA columns for a FASTA file), or one
     clear InputError when it cannot be a protein/CDS table."""
-    head, gz = _head(path)
+    head, gz, whole = _head(path)
     kind = _kind(path, head, gz)
-    if kind == "tsv":
-        return tsv_header(path, head)
-    if kind == "csv":
-        text = head.removeprefix(BOM).decode("utf-8", "surrogateescape")
-        return _csv_header(path, next(csv.reader(io.StringIO(text, newline="")), []))
     if kind == "parquet":
-        return _parquet_header(path, _parquet_file(path, gz).schema_arrow.names)
-    return list(FASTA_COLUMNS)
+        table = _parquet_file(path, gz)
+        if table.metadata.num_rows == 0:
+            raise InputError(f"{path}: a Parquet table with no data rows")
+        return _parquet_header(path, table.schema_arrow.names)
+    if kind == "fasta":
+        return list(FASTA_COLUMNS)
+    if kind == "tsv":
+        header = tsv_header(path, head)
+    else:
+        text = head.removeprefix(BOM).decode("utf-8", "surrogateescape")
+        header = _csv_header(path, next(csv.reader(io.StringIO(text, newline="")), []))
+    after_header = re.split(rb"\r\n|\r|\n", head.removeprefix(BOM), maxsplit=1)[1:]  # [] or [the rest]
+    if whole and not any(re.search(rb"\S", rest) for rest in after_header):
+        raise InputError(f"{path}: a header and no data rows")
+    return header
 
 
 def read_input_table(path: Path, limit: int | None = None) -> ReleaseTable:
