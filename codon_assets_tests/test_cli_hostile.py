@@ -202,3 +202,8 @@ def test_a_table_with_a_header_and_no_rows_is_refused_before_any_run(dagster_hom
         assert main(["run", "--input", str(source), "--output-dir", str(tmp_path / "out")]) == 1
         assert "no data rows" in error_line(capsys)
     assert no_run_started()
+
+
+def test_materialize_of_a_host_without_input_is_refused_before_any_run(dagster_home, capsys):
+    assert main(["materialize", "--host", "E_coli"]) == 2
+    assert "no input for host E_coli" in error_line(capsys) and no_run_started()

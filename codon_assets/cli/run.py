@@ -222,6 +222,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     finder = build_resources()["input_files"]
     refuse_unclaimed(finder)
     with_data = finder.hosts_with_data(host_partitions.get_partition_keys())
+    if missing := [h for h in args.host or [] if h not in with_data]:
+        raise CliError(f"no input for host {', '.join(missing)} in {finder.input_dir} (hosts with input: "
+                       f"{', '.join(with_data) or 'none'})", code=2)
     check_measured_tables([t for h in with_data if (t := finder.measured_for(h))], finder.measured_value_column)
     hosts = args.host or with_data
     if not hosts:
