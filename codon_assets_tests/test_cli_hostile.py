@@ -159,7 +159,17 @@ def test_a_nim_url_with_a_credential_is_refused_and_never_stored(dagster_home, t
     assert b"nvapi-SECRET" not in stored
 
 
-def test_an_object_store_that_cannot_be_used_is_one_line(dagster_home, capsys, monkeypatch):
+@pytest.fixture
+def fresh_s3_filesystems():
+    """fsspec keeps one S3 filesystem per set of arguments for the process: one made here without credentials
+    must not serve a later test (nor an earlier one's serve this test)."""
+    s3fs = pytest.importorskip("s3fs")
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_an_object_store_that_cannot_be_used_is_one_line(dagster_home, capsys, monkeypatch, fresh_s3_filesystems):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credential lookup over the network
@@ -207,3 +217,43 @@ def test_a_table_with_a_header_and_no_rows_is_refused_before_any_run(dagster_hom
 def test_materialize_of_a_host_without_input_is_refused_before_any_run(dagster_home, capsys):
     assert main(["materialize", "--host", "E_coli"]) == 2
     assert "no input for host E_coli" in error_line(capsys) and no_run_started()
+
+
+def test_an_ncbi_cds_marked_partial_is_rejected_even_when_it_starts_with_a_start_codon(tmp_path):
+    from codon_assets.core.convert import ConversionSettings, convert_files
+    from codon_assets.core.hosts import get_host
+    from codon_assets.core.tsv import read_release_table
+
+    cds = "ATG" + "GCT" * 40 + "TAA"
+    fasta = tmp_path / "GCF_000005845.2_cds_from_genomic.fna"
+    fasta.write_text(
+        f">lcl|NC_000913.3_cds_NP_1.1_1 [gene=a] [protein_id=NP_1.1] [gbkey=CDS]\n{cds}\n"
+        f">lcl|NC_000913.3_cds_NP_2.1_2 [gene=b] [protein_id=NP_2.1] [partial=5'] [gbkey=CDS]\n{cds}\n"
+        f">lcl|NC_000913.3_cds_NP_3.1_3 [gene=c] [protein_id=NP_3.1] [partial=3'] [gbkey=CDS]\n{cds}\n")
+    result = convert_files([read_release_table(fasta)], get_host("E_coli"), ConversionSettings())
+    assert result.valid["protein_id"].to_pylist() == ["NP_1.1"]
+    assert result.rejects_by_reason() == {"partial": 2}
+
+
+@pytest.mark.parametrize("run", ["a/b", "../../../evil", "zzz", "08ceb9fc"])
+def test_a_rollback_run_that_is_not_a_known_run_id_touches_no_file(dagster_home, tmp_path, capsys, run):
+    assert main(["rollback", "--asset", "converted_dataset", "--host", "S_cerevisiae", "--run", run]) == 2
+    line = error_line(capsys)
+    assert "is not a run id" in line or "no stored version" in line
+    # The event log keeps one file per run: none is made for an id no run has, nor anywhere outside the instance.
+    assert sorted(p.name for p in (dagster_home / "history" / "runs").glob("*.db")) in ([], ["index.db"])
+    assert not list(tmp_path.parent.glob("evil*")) and not list(tmp_path.glob("**/evil*"))
+
+
+def test_one_hosts_unusable_measured_table_fails_that_host_alone(dagster_home, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "in"
+    small_table(folder / "Pic.tsv")
+    (folder / "Pic_measured.tsv").write_text("gene\tvalue\nfoo\tbar\n")
+    (folder / "mouse.fa.gz").write_bytes((EXAMPLES / "mouse.fa.gz").read_bytes())
+    monkeypatch.setenv("CODON_INPUT_DIR", str(folder))
+    monkeypatch.setenv("CODON_PROTEINS_DIR", str(tmp_path / "no-proteins"))
+    assert main(["materialize"]) == 1
+    err = capsys.readouterr().err
+    assert "[P_pastoris] FAILED:" in err and "no numeric value column" in err
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_latest_materialization_event(dg.AssetKey("converted_dataset")) is not None  # Mouse ran

@@ -29,7 +29,7 @@ from codon_assets.core.design_constraints import (
 )
 from codon_assets.core.design_formats import (
     OutputFormatError,
-    design_id,
+    design_ids,
     design_output_format,
     write_designs,
 )
@@ -89,8 +89,8 @@ def test_fasta_output_reads_back_with_ids_host_and_scores(designs, tmp_path):
     assert write_designs(designs, path) == len(designs)
     records = list(SeqIO.parse(path, "fasta"))
     assert len(records) == len(designs)
-    for d, r in zip(designs, records):
-        assert r.id == design_id(d) == f"{d.protein_id}_{HOST}"
+    for d, r, ident in zip(designs, records, design_ids(designs)):
+        assert r.id == ident == f"{d.protein_id}_{HOST}"
         assert str(r.seq) == d.cds
         assert str(r.seq.translate(to_stop=True)) == d.protein
         fields = dict(item.split("=", 1) for item in r.description.split()[1:])
@@ -111,7 +111,7 @@ def test_genbank_output_has_a_cds_feature_with_translation_scores_and_report(des
         write_designs(designs, path)
         records = list(SeqIO.parse(path, "genbank"))
     assert len(records) == len(designs)
-    for d, r in zip(designs, records):
+    for d, r, ident in zip(designs, records, design_ids(designs)):
         assert str(r.seq) == d.cds
         assert r.annotations["molecule_type"] == "DNA" and r.annotations["topology"] == "linear"
         assert r.name == d.protein_id  # short enough for a LOCUS name
@@ -125,10 +125,10 @@ def test_genbank_output_has_a_cds_feature_with_translation_scores_and_report(des
         assert str(feature.extract(r.seq).translate(table=1)) == d.protein + "*"
         assert q["product"] == [d.protein_id]
         notes = " ".join(q["note"])
-        assert f"design_id={design_id(d)}" in notes and f"host={HOST}" in notes
+        assert f"design_id={ident}" in notes and f"host={HOST}" in notes
         assert f"mu={d.mu:.4f}" in notes and f"reward={d.reward:.4f}" in notes and "all met" in notes
         structured = r.annotations["structured_comment"]["codon-assets-Design"]
-        assert structured["design_id"] == design_id(d) and structured["host"] == HOST
+        assert structured["design_id"] == ident and structured["host"] == HOST
         assert float(structured["sigma"]) == pytest.approx(d.sigma, abs=1e-4)
         comment = " ".join(r.annotations["comment"].split())
         for name in d.constraints.checks:
@@ -343,3 +343,24 @@ def test_default_settings_design_as_the_default_constraints(yeast, targets):  # 
     go = lambda c: design_proteins(targets[:2], HOST, model, markov, counts, c,  # noqa: E731
                                    OptimiserSettings(steps=2, group=8, seed=4))
     assert go(None) == go(DesignConstraints.for_host(counts))
+
+
+def test_ids_that_clean_to_the_same_token_stay_unique_and_join_back(designs, tmp_path):
+    """``x*`` and ``x_`` (or two non-ASCII ids) are one token once cleaned: each file still names every design
+    once, in ASCII, and keeps the id as given (percent-encoded) so it joins back to the input and the TSV."""
+    from dataclasses import replace
+    from urllib.parse import unquote
+
+    given = ["x*", "x_", "é1", "ü1"]
+    odd = [replace(d, protein_id=name) for d, name in zip(designs * 4, given)]
+    fasta, genbank = tmp_path / "d.fasta", tmp_path / "d.gb"
+    write_designs(odd, fasta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BiopythonWarning)
+        write_designs(odd, genbank)
+    for records in (list(SeqIO.parse(fasta, "fasta")), list(SeqIO.parse(genbank, "genbank"))):
+        assert len({r.id for r in records}) == len(odd) and all(r.id.isascii() for r in records)
+    headers = [dict(item.split("=", 1) for item in r.description.split()[1:]) for r in SeqIO.parse(fasta, "fasta")]
+    assert [unquote(h["protein_id"]) for h in headers] == given
+    assert [unquote(r.features[1].qualifiers["product"][0]) for r in SeqIO.parse(genbank, "genbank")] == given
+    assert genbank.read_bytes().isascii()

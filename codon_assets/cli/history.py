@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -171,18 +172,26 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_ID = re.compile(r"^[0-9a-f]{1,8}(-[0-9a-f]{0,12}){0,4}$")  # a Dagster run id or a prefix of one
+
+
 def _find_version(target: Target, run: str, instance: dg.DagsterInstance) -> StoredVersion:
     """The stored version of the run ``run`` (a run id or an unambiguous prefix of one)."""
+    run = run.strip().lower()
+    if not RUN_ID.match(run):  # never a path: the instance keeps one file per run id
+        raise _error(f"{run!r} is not a run id (hexadecimal digits and dashes, e.g. 5a8d49bc or a whole id from "
+                     "codon-assets history)", code=2)
     versions = target.store.versions()
     matches = [v for v in versions if v.run_id == run] or [v for v in versions if v.run_id.startswith(run)]
     if len(matches) > 1:
         raise _error(f"{run!r} matches {len(matches)} stored versions of {target.label}: give more of the run id", code=2)
     if matches:
         return matches[0]
-    if _materialization(instance, target, run) is not None:
-        raise _error(f"the version of run {run} of {target.label} was pruned: only the newest {target.keep_versions} "
-                     f"versions are kept (codon-assets history lists them)")
+    # The run storage first: the event log keeps a file per run and would make one for an unknown id.
     if instance.get_run_by_id(run) is not None:
+        if _materialization(instance, target, run) is not None:
+            raise _error(f"the version of run {run} of {target.label} was pruned: only the newest "
+                         f"{target.keep_versions} versions are kept (codon-assets history lists them)")
         raise _error(f"run {run} did not materialize {target.label}")
     stored = ", ".join(v.run_id for v in versions) or "none"
     raise _error(f"no stored version of {target.label} from run {run!r}; stored: {stored}", code=2)
@@ -196,14 +205,16 @@ def rollback(target: Target, run: str) -> dict:
     from codon_assets.settings import dagster_home
 
     with dg.DagsterInstance.get() as instance:
-        version = _find_version(target, run, instance)
-        previous = target.store.current_run()
-        result = {"asset": target.key.to_user_string(), "partition": target.partition, "run_id": version.run_id,
-                  "previous_run_id": previous, "path": str(version.path)}
-        if previous == version.run_id:
-            return result | {"changed": False}
-        # A command-line run of the same host holds this lock: it would make its own version current after us.
+        _find_version(target, run, instance)  # an unknown or pruned version is refused before waiting
+        # A command-line run of the same host holds this lock: it would make its own version current after us,
+        # and may prune versions meanwhile, so the version is looked up again once the lock is ours.
         with run_guard.partition_lock(dagster_home(), target.partition or "unpartitioned", " ".join(sys.argv)):
+            version = _find_version(target, run, instance)
+            previous = target.store.current_run()
+            result = {"asset": target.key.to_user_string(), "partition": target.partition, "run_id": version.run_id,
+                      "previous_run_id": previous, "path": str(version.path)}
+            if previous == version.run_id:
+                return result | {"changed": False}
             target.store.make_current(version.run_id)
             event = _materialization(instance, target, version.run_id)
             # The restored run's tags (data version, code version, input data versions) describe these bytes.

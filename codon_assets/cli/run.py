@@ -133,6 +133,8 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
                        f"through its own profile, mu on the per-host relative scale; "
                        f"{transfer_quality(model, prefix='source_')}")
         print(f"[{host}] surrogate: {quality}, registered {model['model_uri']} -> {pkl}", file=sys.stderr)
+    for line in warnings_of(result, meta):
+        print(f"[{host}] warning: {line}", file=sys.stderr)
     if not result.success:
         results["error"] = _failure_message(result)
     results["total_seconds"] = round(time.perf_counter() - started, 3)
@@ -140,6 +142,23 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
     if not result.success:
         raise CliError(f"[{host}] {results['error']}")
     return results
+
+
+def warnings_of(result, meta: dict[str, dict]) -> list[str]:
+    """What the run found that a user should not miss although it succeeded: failed checks (e.g. records of
+    another organism than the host) and measured-table rows that are not labels."""
+    lines = [f"check {check.check_name} on {check.asset_key.to_user_string()} failed"
+             + (f": {check.description}" if check.description else "")
+             for check in result.get_asset_check_evaluations() if not check.passed]
+    labels = meta.get("enhanced_dataset", {}).get("measured_labels") or {}
+    if labels.get("measured_table"):
+        unused = {k.removeprefix("measured_rows_"): v for k, v in labels.items() if k.startswith("measured_rows_")
+                  and k not in ("measured_rows_usable", "measured_rows_used") and v}
+        if unused:
+            lines.append(f"{labels['measured_table']}: {labels.get('measured_rows_used', 0)} of "
+                         f"{labels.get('measured_rows', 0)} rows are labels; not used: "
+                         + ", ".join(f"{reason} {count}" for reason, count in unused.items()))
+    return lines
 
 
 def export_pickle(model_dir: Path, path: Path) -> None:
@@ -215,8 +234,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_materialize(args: argparse.Namespace) -> int:
     """Materialize every asset for each host that has input (what `make demo` does)."""
-    from codon_assets.defs.resources import build_resources
     from codon_assets.asset_specs import host_partitions
+    from codon_assets.core.tsv import InputError
+    from codon_assets.defs.resources import build_resources
 
     home = ensure_instance_home()
     finder = build_resources()["input_files"]
@@ -225,18 +245,24 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if missing := [h for h in args.host or [] if h not in with_data]:
         raise CliError(f"no input for host {', '.join(missing)} in {finder.input_dir} (hosts with input: "
                        f"{', '.join(with_data) or 'none'})", code=2)
-    check_measured_tables([t for h in with_data if (t := finder.measured_for(h))], finder.measured_value_column)
-    hosts = args.host or with_data
+    hosts = list(args.host or with_data)
     if not hosts:
         raise CliError(f"no host has input in {finder.input_dir}")
     skipped = [h for h in host_partitions.get_partition_keys() if h not in with_data]
     failed = []
+    for host in list(hosts):  # a host whose measured table is unusable fails alone, before any run
+        try:
+            check_measured_tables([t for t in [finder.measured_for(host)] if t], finder.measured_value_column)
+        except InputError as exc:
+            print(f"[{host}] FAILED: {exc}", file=sys.stderr)
+            failed.append(host)
+            hosts.remove(host)
     # Hosts with measurements first, then the unified model of them, then the hosts without: their models are
     # transferred from the unified one.
     measured = [h for h in hosts if finder.measured_for(h) is not None]
-    for host in measured:
-        failed += _materialize_host(host, finder)
-    if len(failed) < len(measured) or not measured:
+    measured_failed = [h for host in measured for h in _materialize_host(host, finder)]
+    failed += measured_failed
+    if len(measured_failed) < len(measured) or not measured:
         result, _ = materialize_partition(None, ["surrogate_model_unified"])
         if result.success:
             meta = _materializations(result)["surrogate_model_unified"]

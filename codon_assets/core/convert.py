@@ -44,6 +44,7 @@ REASONS: dict[str, str] = {
     "malformed_row": "the row has the wrong number of fields (tab- or comma-separated)",
     "not_utf8": "an id or sequence field holds bytes that are not UTF-8 text",
     "pseudogene": "the CDS FASTA header marks the record as a pseudogene ([pseudo=true])",
+    "partial": "the CDS FASTA header marks the CDS as incomplete ([partial=5'] or [partial=3'])",
     "missing_id": "no Entry, RefSeq_id or Genome_id (in FASTA: no protein id in the header)",
     "missing_sequence": "empty RefSeq_nn",
     "non_acgt": "the CDS has letters other than A/C/G/T",

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow as pa
 
@@ -53,9 +54,28 @@ def _token(text: str) -> str:
     return _UNSAFE.sub("_", text.strip()) or "design"
 
 
-def design_id(d: Design) -> str:
-    """The id of a design in FASTA and GenBank output: its protein id and host, '<protein_id>_<host>'."""
-    return _token(f"{d.protein_id}_{d.run.host}")
+def design_ids(designs: Sequence[Design]) -> list[str]:
+    """The id of each design in FASTA and GenBank output, '<protein_id>_<host>' made a token, unique within
+    the file: two ids that become the same token (``x*`` and ``x_``) get a hash of their own id appended."""
+    ids, used = [], set()
+    for d in designs:
+        ident = _token(f"{d.protein_id}_{d.run.host}")
+        if ident in used:
+            ident = f"{ident}_{hashlib.sha256(d.protein_id.encode()).hexdigest()[:8]}"
+        used.add(ident)
+        ids.append(ident)
+    return ids
+
+
+# Printable ASCII that ids keep as they are; anything else (and '%') is percent-encoded.
+_ID_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in "%=")
+
+
+def _given_id(protein_id: str, spaces: bool = True) -> str:
+    """The protein id as given, in ASCII (non-ASCII characters percent-encoded: ``%C3%A91`` for ``é1``), so
+    that a FASTA header or GenBank record joins back to the input and the TSV; ``spaces=False`` also encodes
+    spaces and '=' (a FASTA header's ``key=value`` fields)."""
+    return quote(protein_id, safe=_ID_SAFE + (" =" if spaces else ""))
 
 
 def designs_table(designs: Sequence[Design]) -> pa.Table:
@@ -83,25 +103,24 @@ def _scores(d: Design) -> dict[str, str]:
             "feasible": "true" if d.feasible else "false"}
 
 
-def fasta_records(designs: Iterable[Design]) -> list:
+def fasta_records(designs: Sequence[Design]) -> list:
     """One SeqRecord per design: id the design id, description 'protein_id=... host=... mu=... ...'."""
     from Bio.Seq import Seq
     from Bio.SeqRecord import SeqRecord
 
     records = []
-    for d in designs:
-        fields = {"protein_id": _token(d.protein_id), "host": d.run.host, **_scores(d), "source": d.source}
-        records.append(SeqRecord(Seq(d.cds), id=design_id(d), name=design_id(d),
+    for d, ident in zip(designs, design_ids(list(designs))):
+        fields = {"protein_id": _given_id(d.protein_id, spaces=False), "host": d.run.host, **_scores(d), "source": d.source}
+        records.append(SeqRecord(Seq(d.cds), id=ident, name=ident,
                                  description=" ".join(f"{k}={v}" for k, v in fields.items())))
     return records
 
 
-def _locus_names(designs: Sequence[Design]) -> list[str]:
+def _locus_names(designs: Sequence[Design], ids: list[str]) -> list[str]:
     """A LOCUS name (at most 16 characters, no whitespace) per design, unique within the file: its protein
     id where that fits, else the id's start and a hash of the design id."""
     names, used = [], set()
-    for d in designs:
-        ident = design_id(d)
+    for d, ident in zip(designs, ids):
         name = re.sub(r"[^A-Za-z0-9_-]", "_", d.protein_id.strip()) or "design"
         if len(name) > LOCUS_NAME_MAX or name in used:
             digest = hashlib.sha256(ident.encode()).hexdigest().upper()
@@ -118,7 +137,7 @@ def _locus_names(designs: Sequence[Design]) -> list[str]:
 def _comment(d: Design) -> str:
     s = d.run.settings
     lines = [
-        f"Designed CDS of {d.protein_id} for {d.run.host} by codon-assets ({d.source}).",
+        f"Designed CDS of {_given_id(d.protein_id)} for {d.run.host} by codon-assets ({d.source}).",
         "Scores: " + "; ".join(f"{k}={v}" for k, v in _scores(d).items()) + ".",
         f"Baselines: preferred codons mu={d.baseline_preferred.mu:.4f} reward={d.baseline_preferred.reward:.4f}; "
         f"random synonyms mu={d.baseline_random.mu:.4f} reward={d.baseline_random.reward:.4f}"
@@ -143,15 +162,15 @@ def genbank_records(designs: Sequence[Design]) -> list:
     from Bio.SeqFeature import FeatureLocation, SeqFeature
     from Bio.SeqRecord import SeqRecord
 
-    ids = [design_id(d) for d in designs]
+    ids = design_ids(designs)
     records = []
-    for d, ident, locus in zip(designs, ids, _locus_names(designs)):
+    for d, ident, locus in zip(designs, ids, _locus_names(designs, ids)):
         scores = _scores(d)
         failed = [name for name, c in d.constraints.checks.items() if not c.passed]
         cds = SeqFeature(FeatureLocation(0, len(d.cds), strand=1), type="CDS", qualifiers={
             "codon_start": ["1"],
             "transl_table": ["1"],
-            "product": [d.protein_id],
+            "product": [_given_id(d.protein_id)],
             "note": [
                 f"design_id={ident}; host={d.run.host}; source={d.source}",
                 "; ".join(f"{k}={v}" for k, v in scores.items()),
@@ -163,7 +182,7 @@ def genbank_records(designs: Sequence[Design]) -> list:
                             qualifiers={"organism": ["synthetic construct"], "mol_type": ["other DNA"]})
         records.append(SeqRecord(
             Seq(d.cds), id=ident, name=locus,
-            description=f"{d.protein_id} CDS designed for {d.run.host}",
+            description=f"{_given_id(d.protein_id)} CDS designed for {d.run.host}",
             features=[source, cds],
             annotations={
                 "molecule_type": "DNA",
@@ -173,7 +192,7 @@ def genbank_records(designs: Sequence[Design]) -> list:
                 "organism": "synthetic construct",
                 "taxonomy": ["other sequences", "artificial sequences"],
                 "structured_comment": {"codon-assets-Design": {
-                    "design_id": ident, "protein_id": _token(d.protein_id), "host": d.run.host, **scores}},
+                    "design_id": ident, "protein_id": _given_id(d.protein_id, spaces=False), "host": d.run.host, **scores}},
                 "comment": _comment(d),
             },
         ))

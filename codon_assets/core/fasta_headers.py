@@ -15,7 +15,8 @@ check that needs no given protein.
   ``RefSeq_id`` = protein_id, ``Genome_id`` = the sequence accession of the id (NC_000913.3), ``Gene
   Names`` = gene and locus_tag, ``Protein names`` = protein, ``Entry Name`` = the id as written. The
   protein id is then the UniProt accession, else the RefSeq protein id (the release's precedence). A
-  ``[pseudo=true]`` record is rejected as ``pseudogene``; a record with neither protein_id nor UniProt
+  ``[pseudo=true]`` record is rejected as ``pseudogene``, a ``[partial=5']``/``[partial=3']``/``[partial=5',3']``
+  one as ``partial``; a record with neither protein_id nor UniProt
   as ``missing_id``.
 - Any other FASTA: ``Entry`` and ``Entry Name`` = the first word of the header, ``Protein names`` = the rest.
 """
@@ -64,6 +65,8 @@ def cds_header_fields(title: str, organism: str = "") -> tuple[dict[str, str], d
                    "RefSeq_id": tags.get("protein_id", ""), "Genome_id": genome.group(1) if genome else ""}
         if tags.get("pseudo") == "true":
             return fields, {"pseudogene": f"[pseudo=true] in the header of {identifier}"}
+        if "partial" in tags:  # a CDS cut by the end of its contig: it may begin or end with any codon
+            return fields, {"partial": f"[partial={tags['partial']}] in the header of {identifier}"}
         if not uniprot and not fields["RefSeq_id"]:
             return fields, {"missing_id": f"no protein_id in the header of {identifier}"}
         return fields, {}

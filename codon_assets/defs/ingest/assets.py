@@ -175,6 +175,9 @@ def conversion_checks(result: ConversionResult, host_key: str, max_reject_rate: 
     yield dg.AssetCheckResult(
         asset_key=CONVERTED, check_name="organism_fits_host", passed=not misfits,
         severity=dg.AssetCheckSeverity.WARN,
+        description=(f"{sum(misfits.values())} of {valid.num_rows} records name an organism that is not "
+                     f"{host.display_name}: " + ", ".join(f"{o} ({n})" for o, n in list(misfits.items())[:3])
+                     if misfits else None),
         metadata={"records_not_fitting": sum(misfits.values()),
                   "organisms": dg.MetadataValue.md(counts_table(misfits, "organism"))},
     )
