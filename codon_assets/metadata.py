@@ -1,7 +1,9 @@
-"""Materialization metadata shared by every asset: row count, column schema and a short preview."""
+"""Materialization metadata shared by every asset: row count, column schema, a short preview and a content
+version."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import dagster as dg
@@ -93,3 +95,15 @@ def counts_table(counts: dict[str, int], key: str, descriptions: dict[str, str] 
         for name, count in counts.items()
     ]
     return markdown_table(rows)
+
+
+def records_version(records: pa.Table) -> str:
+    """A content version of a records table: SHA-256 of every column as Arrow IPC, the sequences through
+    their ``seq_sha256`` (two tables differ in version exactly when their contents differ, whatever the
+    configuration that made them, e.g. ``--limit``)."""
+    content = records.drop_columns([c for c in ("sequence", "protein_aa") if c in records.column_names])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, content.schema) as writer:
+        writer.write_table(content.combine_chunks())
+    return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
+

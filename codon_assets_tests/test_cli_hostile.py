@@ -257,3 +257,17 @@ def test_one_hosts_unusable_measured_table_fails_that_host_alone(dagster_home, t
     assert "[P_pastoris] FAILED:" in err and "no numeric value column" in err
     with dg.DagsterInstance.get() as instance:
         assert instance.get_latest_materialization_event(dg.AssetKey("converted_dataset")) is not None  # Mouse ran
+
+
+def test_converted_records_are_versioned_by_their_content(dagster_home, tmp_path):
+    """Two tables of one file cut at different --limit are two data versions (a rollback between them leaves
+    downstream stale); the same table again is the same version."""
+    versions = []
+    for limit in ("40", "30", "40"):
+        assert main(["run", "--input", str(EXAMPLES / "Sac.tsv"), "--output-dir", str(tmp_path / "out"),
+                     "--limit", limit]) == 0
+        with dg.DagsterInstance.get() as instance:
+            record = instance.get_latest_data_version_record(dg.AssetKey("converted_dataset"),
+                                                             partition_key="S_cerevisiae")
+            versions.append(record.asset_materialization.tags["dagster/data_version"])
+    assert versions[0] != versions[1] and versions[0] == versions[2]

@@ -12,7 +12,7 @@ from codon_assets.core.convert import REASONS, ConversionResult, ConversionSetti
 from codon_assets.core.hosts import get_host, organism_fits_host
 from codon_assets.core.input_formats import input_fingerprint
 from codon_assets.core.tsv import InputError, read_release_table
-from codon_assets.metadata import counts_table, markdown_table, table_metadata
+from codon_assets.metadata import counts_table, markdown_table, records_version, table_metadata
 from codon_assets.asset_specs import host_check, host_partitions
 from resources.inputs import InputFiles
 
@@ -101,7 +101,9 @@ def converted_dataset(context: dg.AssetExecutionContext, config: ConversionConfi
         reasons = ", ".join(f"{code}: {n}" for code, n in by_reason.items()) or "no data rows"
         raise dg.Failure(f"no valid record for host {host.key}: {result.rows_read} rows read, all rejected "
                          f"({reasons}); the stored data is unchanged")
-    yield dg.Output(result.valid, output_name="converted_dataset", metadata=conversion_metadata(result))
+    # Its own content's version: a run of the same file with another --limit stores another table.
+    yield dg.Output(result.valid, output_name="converted_dataset", metadata=conversion_metadata(result),
+                    data_version=dg.DataVersion(records_version(result.valid)))
     yield dg.Output(
         result.rejects,
         output_name="converted_rejects",
