@@ -271,3 +271,13 @@ def test_converted_records_are_versioned_by_their_content(dagster_home, tmp_path
                                                              partition_key="S_cerevisiae")
             versions.append(record.asset_materialization.tags["dagster/data_version"])
     assert versions[0] != versions[1] and versions[0] == versions[2]
+
+
+def test_a_gzip_measured_table_beside_its_input_is_found(tmp_path):
+    from resources.inputs import InputFiles
+
+    small_table(tmp_path / "Sac.tsv")
+    (tmp_path / "Sac_measured.tsv.gz").write_bytes(gzip.compress((EXAMPLES / "Sac_measured.tsv").read_bytes()))
+    finder = InputFiles(input_dir=str(tmp_path))
+    assert finder.measured_for("S_cerevisiae") == (tmp_path / "Sac_measured.tsv.gz").resolve()
+    assert finder.unclaimed() == []

@@ -12,7 +12,7 @@ from codon_assets.core.tsv import InputError
 from codon_assets.settings import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR
 
 
-MEASURED_SUFFIXES = ("_measured.tsv", "_measured.csv")
+MEASURED_SUFFIXES = ("_measured.tsv", "_measured.csv", "_measured.tsv.gz", "_measured.csv.gz")
 
 
 def measured_stem(name: str) -> str | None:
@@ -38,7 +38,7 @@ class InputFiles(dg.ConfigurableResource):
 
     input_dir: str = str(DEFAULT_INPUT_DIR)
     files: dict[str, list[str]] = {}
-    # Measured expression per host: explicit files, else `<alias stem>_measured.tsv|csv` beside the host's
+    # Measured expression per host: explicit files, else `<alias stem>_measured.tsv|csv[.gz]` beside the host's
     # release file (e.g. Sac_measured.tsv next to Sac.tsv).
     measured: dict[str, str] = {}
     measured_value_column: str | None = None
@@ -109,7 +109,7 @@ class InputFiles(dg.ConfigurableResource):
         return with_data
 
     def measured_for(self, host_key: str) -> Path | None:
-        """The host's measured table: an explicit file, else ``<stem>_measured.tsv|csv`` beside its input, the
+        """The host's measured table: an explicit file, else ``<stem>_measured.tsv|csv[.gz]`` beside its input, the
         stem one that names the host (``Sac_measured.tsv``, ``S_cerevisiae_measured.tsv``; any case). Two of
         them are an error naming both."""
         if host_key in self.measured:
