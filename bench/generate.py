@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codon_assets.core.convert import REASONS  # noqa: E402
+from codon_assets.core.convert import FASTA_HEADER_REASONS, REASONS  # noqa: E402
 from codon_assets.core.genetic_code import CODONS, CODON_TO_AA, STANDARD_TABLE  # noqa: E402
 from codon_assets.core.hosts import Host, get_host  # noqa: E402
 from codon_assets.core.tsv import RELEASE_COLUMNS, read_release_table  # noqa: E402
@@ -53,9 +53,9 @@ LOCATIONS = (
     "SUBCELLULAR LOCATION: Cytoplasm. Note=Associated with the ribosome.",
     "",
 )
-# Every reason a release TSV row can have (malformed rows are written with a missing field; a pseudogene is only
-# marked in a CDS FASTA header).
-BAD_KINDS = tuple(reason for reason in REASONS if reason != "pseudogene")
+# Every reason a release TSV row can have (malformed rows are written with a missing field; a pseudogene or a
+# partial CDS is only marked in a CDS FASTA header).
+BAD_KINDS = tuple(reason for reason in REASONS if reason not in FASTA_HEADER_REASONS)
 CHUNK_ROWS = 20_000
 # The hidden function of the synthetic labels (log10 level = LABEL_MEAN + LABEL_SD * score, score a weighted
 # sum of z-scored sequence traits plus unit noise): codon adaptiveness dominates, as in real expression data.

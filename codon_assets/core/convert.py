@@ -57,6 +57,8 @@ REASONS: dict[str, str] = {
     "duplicate_id": "the protein id was already taken by an earlier valid row",
     "duplicate_sequence": "the exact CDS was already kept for an earlier row",
 }
+# Reasons only a CDS FASTA header gives (``fasta_headers.cds_header_fields``), never a table row's content.
+FASTA_HEADER_REASONS = ("pseudogene", "partial")
 
 # Release column -> converted column, for the metadata fields carried through unchanged.
 METADATA_COLUMNS: dict[str, str] = {
