@@ -281,3 +281,19 @@ def test_a_gzip_measured_table_beside_its_input_is_found(tmp_path):
     finder = InputFiles(input_dir=str(tmp_path))
     assert finder.measured_for("S_cerevisiae") == (tmp_path / "Sac_measured.tsv.gz").resolve()
     assert finder.unclaimed() == []
+
+
+def test_target_proteins_are_found_by_host_key_in_any_case_and_two_are_an_error(tmp_path):
+    from codon_assets.core.proteins import read_proteins
+    from resources.inputs import InputFiles
+
+    fasta = (EXAMPLES.parent / "proteins" / "S_cerevisiae.fasta").read_bytes()
+    (tmp_path / "s_cerevisiae.faa.gz").write_bytes(gzip.compress(fasta))
+    finder = InputFiles(input_dir=str(tmp_path), proteins_dir=str(tmp_path))
+    found = finder.proteins_for("S_cerevisiae")
+    assert found == (tmp_path / "s_cerevisiae.faa.gz").resolve()
+    proteins, rejects = read_proteins(found)
+    assert len(proteins) == len(read_proteins(EXAMPLES.parent / "proteins" / "S_cerevisiae.fasta")[0]) > 0
+    (tmp_path / "S_cerevisiae.tsv").write_text("id\tprotein\nP1\tMKTAYIAKQR\n")
+    with pytest.raises(InputError, match="2 target protein files for host S_cerevisiae"):
+        finder.proteins_for("S_cerevisiae")

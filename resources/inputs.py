@@ -8,10 +8,12 @@ from pathlib import Path
 import dagster as dg
 
 from codon_assets.core.hosts import HOSTS, file_stems, get_host, host_for_filename, input_suffix
+from codon_assets.core.proteins import FASTA_SUFFIXES, TABLE_SUFFIXES
 from codon_assets.core.tsv import InputError
 from codon_assets.settings import DEFAULT_INPUT_DIR, DEFAULT_PROTEINS_DIR
 
 
+PROTEIN_SUFFIXES = FASTA_SUFFIXES + TABLE_SUFFIXES
 MEASURED_SUFFIXES = ("_measured.tsv", "_measured.csv", "_measured.tsv.gz", "_measured.csv.gz")
 
 
@@ -125,10 +127,17 @@ class InputFiles(dg.ConfigurableResource):
         return found[0].resolve() if found else None
 
     def proteins_for(self, host_key: str) -> Path | None:
+        """The host's target proteins: an explicit file, else the file in ``proteins_dir`` named for the host
+        key (any case) with a protein ending, optionally ``.gz`` (``S_cerevisiae.fasta``, ``s_cerevisiae.faa.gz``,
+        ``S_cerevisiae.tsv``); two such files are an error naming both."""
         if host_key in self.proteins:
             return Path(self.proteins[host_key]).resolve()
-        for suffix in (".fasta", ".fa", ".tsv"):
-            candidate = Path(self.proteins_dir) / f"{host_key}{suffix}"
-            if candidate.is_file():
-                return candidate.resolve()
-        return None
+        root = Path(self.proteins_dir)
+        if not root.is_dir():
+            return None
+        names = {f"{host_key.lower()}{suffix}{gz}" for suffix in PROTEIN_SUFFIXES for gz in ("", ".gz")}
+        found = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower() in names]
+        if len(found) > 1:
+            raise InputError(f"{root}: {len(found)} target protein files for host {host_key}: "
+                             f"{', '.join(p.name for p in found)}; keep one")
+        return found[0].resolve() if found else None

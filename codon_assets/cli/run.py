@@ -250,9 +250,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         raise CliError(f"no host has input in {finder.input_dir}")
     skipped = [h for h in host_partitions.get_partition_keys() if h not in with_data]
     failed = []
-    for host in list(hosts):  # a host whose measured table is unusable fails alone, before any run
+    for host in list(hosts):  # unusable measured table or target proteins: that host fails alone, before any run
         try:
             check_measured_tables([t for t in [finder.measured_for(host)] if t], finder.measured_value_column)
+            finder.proteins_for(host)
         except InputError as exc:
             print(f"[{host}] FAILED: {exc}", file=sys.stderr)
             failed.append(host)

@@ -70,7 +70,7 @@ def _check(protein_id: str, raw: str, source: str) -> tuple[str | None, ProteinR
 
 
 def _decode(path: Path) -> str:
-    raw = read_input_bytes(path, "a FASTA or tab-separated protein file")
+    raw = read_input_bytes(path, "a FASTA or tab-separated protein file", gzip_ok=True)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

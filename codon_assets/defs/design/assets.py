@@ -76,7 +76,10 @@ def run_design(model: SurrogateModel, host: str, proteins: list[ProteinRecord],
 def codon_designs(context: dg.AssetExecutionContext, config: DesignConfig, input_files: InputFiles,
                   mlflow_tracking: MlflowTracking, surrogate_model: SurrogateModel) -> Iterator[dg.Output[pa.Table]]:
     host = context.partition_key
-    source = input_files.proteins_for(host)
+    try:
+        source = input_files.proteins_for(host)
+    except InputError as exc:  # two target files for the host
+        raise dg.Failure(str(exc)) from None
     if source is None:
         context.log.warning(f"no target proteins for {host}: put {host}.fasta or {host}.tsv in "
                             f"{input_files.proteins_dir}; nothing designed")
