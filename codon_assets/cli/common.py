@@ -95,7 +95,6 @@ def refuse_overwriting_inputs(outputs: list[Path], inputs: tuple[Path, ...]) -> 
                                "name another output", code=2)
 
 
-
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -107,7 +107,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def model_kind(model, host: str) -> str:
     """Which kind of model predicts ``host``: one trained on the host's measurements, or a transferred one."""
     if model.label_source_for(host) == "measured":

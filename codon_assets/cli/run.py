@@ -231,7 +231,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_materialize(args: argparse.Namespace) -> int:
     """Materialize every asset for each host that has input (what `make demo` does)."""
     from codon_assets.asset_specs import host_partitions
