@@ -4,9 +4,11 @@ run shows in the UI) and writes the original tool's file formats beside them."""
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from codon_assets.cli.common import CliError, ensure_instance_home, positive_int
 from codon_assets.cli.history import add_history_parser
@@ -105,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Libraries behind object-store asset stores (s3://, gs://, az://) whose errors reach a command unwrapped.
 OBJECT_STORE_LIBRARIES = {"botocore", "aiobotocore", "boto3", "s3fs", "fsspec", "gcsfs", "adlfs", "google", "azure"}
+
+
+def console() -> NoReturn:
+    """The `codon-assets` command: ``main``, then the process's exit."""
+    code = main()
+    # Exiting, the interpreter runs full garbage collections over every object still alive (1-2 s after a
+    # large run, for nothing: the process is ending): frozen objects are left out of them.
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,15 +164,17 @@ def _follow_materializations(instance, launch: str, deliver: Callable[[dict[str,
     """Hands the run's materializations to ``deliver`` as they are stored, until told to stop."""
     from dagster import DagsterEventType, RunsFilter
 
-    run_id = None
+    run_id, cursor = None, None
     while True:
         try:
             if run_id is None:
                 runs = instance.get_runs(filters=RunsFilter(tags={LAUNCH_TAG: launch}), limit=1)
                 run_id = runs[0].run_id if runs else None
             if run_id is not None:
-                entries = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
-                deliver(_metadata_by_asset(entry.dagster_event for entry in entries))
+                # Only the events stored since the last poll: a poll costs the same at the last step as at the first.
+                page = instance.get_records_for_run(run_id, cursor, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+                cursor = page.cursor
+                deliver(_metadata_by_asset(record.event_log_entry.dagster_event for record in page.records))
         except Exception:  # noqa: BLE001  (a busy sqlite file: the next poll, or the run's end, delivers them)
             pass
         if stop.wait(FOLLOW_POLL_S):

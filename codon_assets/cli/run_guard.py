@@ -222,8 +222,12 @@ def _slot_wait_lines(instance: DagsterInstance, run_id: str | None = None) -> li
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
+    # The cheap question first (one small table): most polls find no run waiting for any slot.
+    queued = storage.get_concurrency_run_ids()
+    if not queued:
+        return []
     waiting = {run_id} if run_id else {run.run_id for run in own_runs(instance, [DagsterRunStatus.STARTED])}
-    if not waiting & storage.get_concurrency_run_ids():
+    if not waiting & queued:
         return []
     lines = []
     for pool, info in sorted(storage.get_concurrency_infos(sorted(storage.get_concurrency_keys())).items()):

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from codon_assets.core import plots
 from codon_assets.core.calibration import reliability_curve
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.surrogate import (
@@ -48,6 +47,9 @@ class TrainingResult:
 
     def write_plots(self, model_name: str, folder: Path) -> Path:
         """Held-out predictions against labels, feature importances and the label distribution as PNGs."""
+        # matplotlib is imported by what draws (a run logs in a process of its own: its own never imports it).
+        from codon_assets.core import plots
+
         folder.mkdir(parents=True, exist_ok=True)
         oof = self.out_of_fold
         plots.predicted_vs_label(self.held_out, oof["mu"], oof["sigma"],  # calibrated on the other folds
@@ -59,6 +61,8 @@ class TrainingResult:
 
     def reliability_plot(self, model_name: str, path: Path | None = None) -> bytes:
         """The reliability figure of the held-out sigma as PNG bytes (also written to ``path`` if given)."""
+        from codon_assets.core import plots
+
         return plots.reliability(self.reliability["nominal"], self.reliability["observed"],
                                  f"{model_name}\nsigma reliability, held-out ({self.label_name})",
                                  records=len(self.held_out), path=path)
