@@ -113,6 +113,11 @@ def serve(answer_fd: int) -> None:
     try:
         tracking.activate()
         pyfunc_dependencies()
+        # Logging a model checks its requirements against the installed distributions; the first check maps
+        # every installed module to its distribution (~1 s): done now, not after the training.
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        warn_dependency_requirement_mismatches(["mlflow"])
         # What unpickling a training result and drawing its figures import (LightGBM, scipy, matplotlib).
         import codon_assets.core.plots  # noqa: F401
         import codon_assets.core.training  # noqa: F401
@@ -241,8 +246,9 @@ class MlflowTracking(dg.ConfigurableResource):
             for name, values in result.metrics.items():
                 mlflow.log_metrics({f"{name}.{k}": v for k, v in values.items()})
             # The training records by id (sequences stay in the enhanced dataset, linked by data version).
-            frame = training_records_frame(data)
-            mlflow.log_input(mlflow.data.from_pandas(frame, name=f"{model_name}-training", targets="target"),
+            # As numpy arrays: MLflow would infer the schema of a pandas frame's string columns value by value.
+            ids = {"host": data.host, "protein_id": data.protein_id.to_numpy(zero_copy_only=False).astype(str)}
+            mlflow.log_input(mlflow.data.from_numpy(ids, targets=data.target, name=f"{model_name}-training"),
                              context="training")
             plots = result.write_plots(model_name, work / "plots")
             mlflow.log_artifacts(str(plots), artifact_path="plots")
@@ -299,14 +305,6 @@ class MlflowTracking(dg.ConfigurableResource):
             mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
             mlflow.log_text(designs.to_csv(sep="\t", index=False), "designs.tsv")
         return LoggedRun(experiment_id, run.info.run_id, self.run_url(experiment_id, run.info.run_id))
-
-
-def training_records_frame(data):
-    """The training records by id and target, as MLflow's dataset input."""
-    import pandas as pd
-
-    return pd.DataFrame({"host": data.host, "protein_id": data.protein_id.to_numpy(zero_copy_only=False),
-                         "target": data.target})
 
 
 def load_registered(reference: str, tracking: MlflowTracking):

@@ -55,7 +55,7 @@ def read_measured(path: str | Path, value_column: str | None = None) -> Measured
     # CSV quotes fields; tab-separated tables have no quoting convention (a line is a row as written).
     rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter,
                                       quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-            if any(cell.strip() for cell in row)]
+            if "".join(row).strip()]
     header, body = [name.strip() for name in rows[0]], rows[1:]
     if len(header) < 2:
         raise InputError(f"{path}: the measured table needs an id column and a value column (header: {lines[0][:200]!r})")
