@@ -3,6 +3,7 @@ execution API (its implicit asset job and executor), and what the run reports ba
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import uuid
@@ -84,6 +85,11 @@ def materialize_partition(host: str | None, selection: list[str], files: list[Pa
         instance.get_runs(limit=1)
         instance.all_instigator_state()
         instance.get_latest_materialization_event(dg.AssetKey("raw_tsv"))
+    # The definitions, the libraries they import and the instance live as long as the process: frozen, they are
+    # left out of the collector's full passes during the run (~0.4 s of a 52,000-record run).
+    import codon_assets.definitions  # noqa: F401
+
+    gc.freeze()
     home = dagster_home()
     # Runs of one host partition from the command line take turns (the waiting one names the holder); a
     # signal cancels the run and frees its slots; runs whose worker was killed are failed before waiting.

