@@ -2,6 +2,7 @@
 endings, files that are not text): every physical line is a record, a blank line or a counted reject."""
 
 import bz2
+import json
 
 import pytest
 
@@ -139,6 +140,22 @@ def test_a_failed_export_leaves_no_temporary_file_and_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_jsonl(records(), target)
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_exports_are_strict_json_a_failed_records_missing_numbers_are_null(tmp_path):
+    """A record whose features failed has NaN statistics; the json module wrote them as the token NaN, which
+    no strict JSON reader (jq, JSON.parse) accepts."""
+    from codon_assets.cli.export import write_json_array, write_jsonl
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} is not JSON"))
+
+    record = {"output": {"avg_loglik": float("nan"), "gc_content": 0.5}, "protein": "MÅ"}
+    write_jsonl(iter([record]), tmp_path / "a.jsonl")
+    write_json_array(iter([record, record]), tmp_path / "b.json")
+    expected = {"output": {"avg_loglik": None, "gc_content": 0.5}, "protein": "MÅ"}
+    assert strict((tmp_path / "a.jsonl").read_text(encoding="utf-8")) == expected
+    assert strict((tmp_path / "b.json").read_text(encoding="utf-8")) == [expected, expected]
 
 
 def test_a_failed_export_job_is_one_line_naming_the_export(tmp_path):

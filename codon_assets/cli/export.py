@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -76,10 +77,14 @@ def write_jsonl(records: Iterator[dict], path: Path) -> int:
     count = 0
     with atomic_text_writer(path) as handle:
         for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False))
-            handle.write("\n")
+            handle.write(json_line(record, newline=True))
             count += 1
     return count
+
+
+def json_line(record: dict, newline: bool = False) -> str:
+    """One record as compact JSON (UTF-8 as is; a NaN, which JSON lacks, is null)."""
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE if newline else 0).decode()
 
 
 def evo2_feature_records(batches: Iterable[pa.RecordBatch], converted: Iterable[pa.RecordBatch]) -> Iterator[dict]:
@@ -120,7 +125,7 @@ def write_json_array(records: Iterator[dict], path: Path) -> int:
         handle.write("[")
         for record in records:
             handle.write(",\n" if count else "\n")
-            handle.write(json.dumps(record))
+            handle.write(json_line(record))
             count += 1
         handle.write("\n]\n")
     return count
