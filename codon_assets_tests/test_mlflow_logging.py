@@ -59,3 +59,24 @@ def test_a_run_from_the_command_line_never_imports_mlflow_in_its_own_process(tmp
     assert done.returncode == 0, done.stderr[-2000:]
     assert "registered models:/codon-surrogate-S_cerevisiae/1" in done.stderr
     assert done.stdout.rstrip().endswith("mlflow not imported")
+
+
+def test_a_logging_process_started_early_is_the_one_the_next_run_of_that_store_takes(tmp_path):
+    from resources import mlflow_tracking
+
+    early = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    early.start_logging_early()
+    early.start_logging_early()  # one per store, however often asked
+    started = mlflow_tracking._STARTED_EARLY[early._logging_key()]
+    other = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}")
+    other.setup_for_execution(None)  # another store's run starts its own
+    run = MlflowTracking(tracking_uri=early.tracking_uri)  # the run's resource, built apart from the early one
+    run.setup_for_execution(None)
+    try:
+        assert run._logging is started and other._logging is not started
+        assert early._logging_key() not in mlflow_tracking._STARTED_EARLY
+        assert run.log_designs(pd.DataFrame({"design_id": ["d1"]}), {}, {"steps": "1"}, {}, "early").run_id
+    finally:
+        run.teardown_after_execution(None)
+        other.teardown_after_execution(None)
+    assert started.process.returncode == 0

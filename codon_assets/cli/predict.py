@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from codon_assets import settings
 from codon_assets.cli.common import (CliError, ensure_instance_home, ensure_writable_file, resolve_host,
                                      transfer_quality)
 
@@ -38,7 +37,7 @@ def load_surrogate(reference: str):
     from resources.mlflow_tracking import MlflowTracking, load_registered
 
     try:
-        return load_registered(reference, MlflowTracking(tracking_uri=settings.mlflow_tracking_uri()))
+        return load_registered(reference, MlflowTracking.from_settings())
     except Exception as exc:  # the registry's own errors are long; the user needs the one line
         raise CliError(f"cannot load model {reference!r} from the MLflow registry: {str(exc).splitlines()[0]}")
 

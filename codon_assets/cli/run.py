@@ -38,6 +38,10 @@ def run_host(paths: list[Path], host: str, output_dir: Path, limit: int | None, 
     selection = INGEST_AND_FEATURES + (MODEL if train_surrogate else [])
     inputs = ", ".join(map(str, paths))
     print(f"[{host}] materializing {' -> '.join(selection)} for {inputs}", file=sys.stderr)
+    if train_surrogate:
+        from resources.mlflow_tracking import MlflowTracking
+
+        MlflowTracking.from_settings().start_logging_early()
     with ExportJobs() as exports:
         stored: dict[str, str] = {}
 

@@ -25,7 +25,7 @@ def build_resources(evo2_backend: str | None = None) -> dict[str, dg.Configurabl
         "io_manager": ParquetIOManager(),
         "model_io_manager": ModelIOManager(),
         "evo2": feature_resource(evo2_backend),
-        "mlflow_tracking": MlflowTracking(tracking_uri=settings.mlflow_tracking_uri()),
+        "mlflow_tracking": MlflowTracking.from_settings(),
     }
 
 
