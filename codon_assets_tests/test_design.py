@@ -1,6 +1,7 @@
 """CDS design: constraints, repair, the GRPO-style optimiser against a real surrogate, and the protein reader."""
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from codon_assets.core.design_constraints import (
     constraint_report,
     is_feasible,
     repair_cds,
+    unavoidable_sites,
 )
 from codon_assets.core.design_policy import penalised_rewards
 from codon_assets.core.design_settings import OptimiserSettings
@@ -175,6 +177,24 @@ def test_constraint_report_names_each_violation():
     poly = "ATG" + "AAA" * 3 + "TAA"
     assert failed(poly, "MKKK") >= {"homopolymer"}
     assert "GC" in constraint_report(poly, "MKKK", c).checks["gc_window"].detail
+
+
+def test_a_site_within_the_start_or_stop_codon_or_every_codon_of_a_used_amino_acid_is_refused(yeast, targets):
+    """`--avoid-motif ATG` used to give N designs, none feasible: every CDS starts with ATG."""
+    c = DesignConstraints(forbidden_motifs=(("ATG", "ATG"), ("BsaI", "GGTCTC"), ("CCA", "CCA"), ("TAA", "TAA"),
+                                            ("GG", "GG"), ("RTG", "RTG")), stop_codon="TGA")
+    assert unavoidable_sites(c, ["MKWL", "MAK"]) == [
+        "ATG: it lies within the start codon ATG",
+        "CCA: it lies within every codon of W (TGG)",  # the reverse strand of TGG
+        "GG: it lies within every codon of W (TGG)",
+        "RTG: it lies within the start codon ATG",
+    ]
+    assert unavoidable_sites(c, ["MKL"])[1:] == ["RTG: it lies within the start codon ATG"]
+    assert unavoidable_sites(replace(c, forbidden_motifs=(("BsaI", "GGTCTC"),)), ["MKWL"]) == []
+    model, markov, counts, _ = yeast
+    with pytest.raises(ValueError, match="no design can avoid the forbidden site ATG: it lies within the start codon"):
+        design_proteins(targets[:2], "S_cerevisiae", model, markov, counts, DesignConstraints.for_host(counts),
+                        OptimiserSettings(steps=2, group=4, avoid_motifs=("ATG",)))
 
 
 def test_repair_breaks_sites_and_runs_and_moves_gc_synonymously():

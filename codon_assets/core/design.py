@@ -28,6 +28,7 @@ from codon_assets.core.design_constraints import (
     is_feasible,
     preferred_stop,
     repair_cds,
+    unavoidable_sites,
     violation_score,
 )
 from codon_assets.core.design_policy import (
@@ -229,6 +230,8 @@ def design_proteins(
             raise ValueError(f"protein {r.protein_id!r}: empty or not the 20 standard amino acids "
                              "(read it with read_proteins)")
     effective = [r.protein if r.protein.startswith("M") else "M" + r.protein for r in proteins]  # CDS start with Met
+    if unavoidable := unavoidable_sites(c, effective):
+        raise ValueError("no design can avoid the forbidden site " + "; ".join(unavoidable))
     logfreq = host_log_frequencies(host_codon_counts)
     b = codon_batch(effective, logfreq, c.start_codon, c.stop_codon)
     score = _Scorer(surrogate, host, markov, settings.lam, settings.eta)
