@@ -293,7 +293,10 @@ def test_surrogate_asset_tracks_lineage_in_mlflow(instance, tmp_path):
     assert {"plot_reliability", "plot_predicted_vs_label", "plot_feature_importances"} <= set(model)
     assert model["plot_reliability"].value.startswith("![reliability](data:image/png;base64,iVBOR")
 
+    # Both stores named: the logging ran in its own process, and an earlier test may have left this one's
+    # registry URI pointing at its own store.
     mlflow.set_tracking_uri(resources["mlflow_tracking"].uri())
+    mlflow.set_registry_uri(resources["mlflow_tracking"].uri())
     client = mlflow.MlflowClient()
     run = client.get_run(model["mlflow_run_id"].value)
     assert run.data.tags["dagster.run_id"] == result.run_id
