@@ -84,7 +84,31 @@ def test_no_output_replaces_an_input(dagster_home, tmp_path, capsys):
                  "--host", "S_cerevisiae"]) == 2
     assert "writing it would destroy the input" in error_line(capsys)
     assert proteins.read_text() == ">P1\nMKTAYIAKQR\n" and table.read_bytes().startswith(SAC_LINES[0].encode())
+    # The model predict reads (a file or a saved folder), and a file inside a folder of proteins design reads.
+    model_file, model_folder = tmp_path / "m.pkl", tmp_path / "model"
+    model_file.write_bytes(b"a model")
+    (model_folder / "surrogate.json").parent.mkdir()
+    (model_folder / "surrogate.json").write_text("{}")
+    for model, output in [(model_file, model_file), (model_folder, model_folder / "surrogate.json")]:
+        assert main(["predict", "--model", str(model), "--input", str(table), "--output", str(output)]) == 2
+        assert "writing it would destroy the input" in error_line(capsys)
+    folder = tmp_path / "proteins"
+    folder.mkdir()
+    (folder / "a.fasta").write_text(">P1\nMKTAYIAKQR\n")
+    assert main(["design", "--model", "any", "--input", str(folder), "--output", str(folder / "a.fasta"),
+                 "--host", "S_cerevisiae"]) == 2
+    assert "is inside the input folder" in error_line(capsys)
+    assert model_file.read_bytes() == b"a model" and (model_folder / "surrogate.json").read_text() == "{}"
+    assert (folder / "a.fasta").read_text() == ">P1\nMKTAYIAKQR\n"
     assert no_run_started()
+
+
+def test_an_instance_folder_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert main(["lineage", "--asset", "surrogate_model", "--host", "S_cerevisiae"]) == 1
+    assert f"DAGSTER_HOME {home}: cannot be the instance folder" in error_line(capsys)
 
 
 @pytest.mark.parametrize("flag, value", [("--group", "100000000"), ("--steps", "1000000"), ("--seed", "-1")])
@@ -110,7 +134,7 @@ def test_a_predict_without_a_valid_record_leaves_an_existing_output_as_it_was(da
     output = tmp_path / "pred.tsv"
     output.write_text("what an earlier prediction wrote\n")
     assert main(["predict", "--model", str(model), "--input", str(bad), "--output", str(output)]) == 1
-    assert "nothing could be predicted" in error_line(capsys)
+    assert "nothing could be predicted (0 valid records, 0 without features, 20 rejected: non_acgt 20)" in error_line(capsys)
     assert output.read_text() == "what an earlier prediction wrote\n"
 
 

@@ -21,7 +21,10 @@ class CliError(Exception):
 def ensure_instance_home() -> Path:
     """Point DAGSTER_HOME at `.dagster_home/` unless set, and give it the project's dagster.yaml."""
     home = dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a folder not writable
+        raise CliError(f"DAGSTER_HOME {home}: cannot be the instance folder ({exc.strerror})") from None
     os.environ["DAGSTER_HOME"] = str(home)
     config = home / "dagster.yaml"
     if not config.exists() and (PROJECT_ROOT / "dagster.yaml").exists():
@@ -83,16 +86,18 @@ def ensure_writable_file(path: Path, inputs: tuple[Path, ...] = ()) -> None:
 
 
 def refuse_overwriting_inputs(outputs: list[Path], inputs: tuple[Path, ...]) -> None:
-    """One line, before any work, when an output would replace one of the inputs (same file, any path)."""
+    """One line, before any work, when an output would replace one of the inputs (same file, any path) or a
+    file inside an input folder (a folder of proteins, a saved model)."""
     for output in outputs:
         for source in inputs:
             try:
                 same = output.exists() and source.exists() and os.path.samefile(output, source)
+                inside = output.exists() and source.is_dir() and output.resolve().is_relative_to(source.resolve())
             except OSError:
-                same = False
-            if same:
-                raise CliError(f"{output}: is the input {source}; writing it would destroy the input: "
-                               "name another output", code=2)
+                same = inside = False
+            if same or inside:
+                raise CliError(f"{output}: {'is the input' if same else 'is inside the input folder'} {source}; "
+                               "writing it would destroy the input: name another output", code=2)
 
 
 def positive_int(text: str) -> int:

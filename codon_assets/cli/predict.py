@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from codon_assets.cli.common import (CliError, ensure_instance_home, ensure_writable_file, resolve_host,
@@ -48,7 +49,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from codon_assets.core.convert import ConversionSettings, convert_files
+    from codon_assets.core.convert import ConversionSettings, convert_files, count_reasons
     from codon_assets.core.files import atomic_text_writer
     from codon_assets.core.hosts import get_host
     from codon_assets.core.surrogate import predict_frame
@@ -56,7 +57,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from codon_assets.core.tsv import read_release_table
 
     source, output = Path(args.input), Path(args.output)
-    ensure_writable_file(output, inputs=(source,))
+    model_path = Path(args.model)  # a model file or folder is read too (else a registry name)
+    ensure_writable_file(output, inputs=(source, model_path) if model_path.exists() else (source,))
     release = read_release_table(source)
     ensure_instance_home()
     model = load_surrogate(args.model)
@@ -90,8 +92,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     mu, sigma = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
     if predicted.any():
         mu[predicted], sigma[predicted] = predict_frame(model, frame[predicted])
+    reasons = count_reasons(result.rejects)
     failure = (f"{source}: nothing could be predicted ({len(frame)} valid records, {int((~predicted).sum())} "
-               f"without features, {result.rejects.num_rows} rejected)")
+               f"without features, {result.rejects.num_rows} rejected"
+               + (": " + ", ".join(f"{code} {n}" for code, n in reasons.items()) if reasons else "") + ")")
     if not len(frame):  # no record to report on: an output a user may already have is left as it was
         raise CliError(failure)
     with atomic_text_writer(output) as handle:
@@ -150,7 +154,9 @@ def cmd_design(args: argparse.Namespace) -> int:
     host = resolve_host(Path(args.input), args.host, host_data=False)
     proteins, rejects = read_proteins(args.input)  # unusable input is refused before the model loads
     if not proteins:
-        raise CliError(f"{args.input}: no usable protein ({len(rejects)} rejected)")
+        counts = Counter(reject.reason for reject in rejects)
+        raise CliError(f"{args.input}: no usable protein ({len(rejects)} rejected"
+                       + (": " + ", ".join(f"{reason} {n}" for reason, n in counts.most_common()) if counts else "") + ")")
     model = load_surrogate(args.model)
     if host not in model.host_profiles or host not in model.markov_models:
         raise CliError(f"the model has no profile for {host} (trained for {', '.join(model.hosts)})", code=2)
