@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 
 from codon_assets.core.convert import ConversionSettings, convert_files
-from codon_assets.core.design import design_proteins, design_summary
+from codon_assets.core.design import design_proteins, design_summary, unavoidable_sites
 from codon_assets.core.design_constraints import (
     DEFAULT_MOTIFS,
     DesignConstraints,
     constraint_report,
     is_feasible,
     repair_cds,
-    unavoidable_sites,
 )
 from codon_assets.core.design_policy import penalised_rewards
 from codon_assets.core.design_settings import OptimiserSettings

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -27,8 +27,9 @@ from codon_assets.core.design_constraints import (
     gc_fraction,
     is_feasible,
     preferred_stop,
+    iupac_reverse_complement,
+    motif_regex,
     repair_cds,
-    unavoidable_sites,
     violation_score,
 )
 from codon_assets.core.design_policy import (
@@ -39,7 +40,7 @@ from codon_assets.core.design_policy import (
     random_synonyms,
 )
 from codon_assets.core.design_settings import OptimiserSettings
-from codon_assets.core.genetic_code import CODON_TO_AA
+from codon_assets.core.genetic_code import CODON_TO_AA, CODONS, SYNONYMS
 from codon_assets.core.markov import MarkovCdsModel
 from codon_assets.core.proteins import AMINO_ACIDS, ProteinRecord
 from codon_assets.core.sequence_stats import codon_counts
@@ -192,6 +193,28 @@ def refuse_non_standard_sense_codons(host: str) -> None:
         shown = ", ".join(f"{c} -> {'stop' if aa == '*' else aa}" for c, aa in sorted(differing.items()))
         raise ValueError(f"host {host} translates with NCBI table {table} ({shown}); designs use the standard "
                          "code's synonymous codons, so they would encode another protein: not supported")
+
+
+def unavoidable_sites(c: DesignConstraints, proteins: Iterable[str]) -> list[str]:
+    """Why each forbidden site that no CDS of ``proteins`` can avoid is unavoidable, one phrase a site: it lies,
+    on one strand or the other, within the start or the stop codon or within every codon of an amino acid the
+    proteins use. (A site longer than a codon depends on the neighbouring codons: the optimiser judges it.)"""
+    used = sorted(set().union(*map(set, proteins)) - {"*"})
+    found = []
+    for name, motif in c.forbidden_motifs:
+        patterns = (motif_regex(motif), motif_regex(iupac_reverse_complement(motif)))
+
+        def within(codon: str) -> bool:
+            return any(pattern.search(codon) for pattern in patterns)
+
+        label = name if name == motif else f"{name} ({motif})"
+        fixed = [f"the {role} codon {codon}" for role, codon in (("start", c.start_codon), ("stop", c.stop_codon))
+                 if codon and within(codon)]
+        every = [f"every codon of {aa} ({', '.join(CODONS[i] for i in SYNONYMS[aa])})" for aa in used
+                 if aa in SYNONYMS and all(within(CODONS[i]) for i in SYNONYMS[aa])]
+        if fixed or every:
+            found.append(f"{label}: it lies within {(fixed + every)[0]}")
+    return found
 
 
 def design_proteins(

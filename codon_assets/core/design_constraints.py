@@ -15,7 +15,6 @@ few concrete k-mers they stand for.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import product
@@ -106,28 +105,6 @@ class DesignConstraints:
                     seen.add(pattern)
                     out.append((name, pattern, strand))
         return out
-
-
-def unavoidable_sites(c: DesignConstraints, proteins: Iterable[str]) -> list[str]:
-    """Why each forbidden site that no CDS of ``proteins`` can avoid is unavoidable, one phrase a site: it lies,
-    on one strand or the other, within the start or the stop codon or within every codon of an amino acid the
-    proteins use. (A site longer than a codon depends on the neighbouring codons: the optimiser judges it.)"""
-    used = sorted(set().union(*map(set, proteins)) - {"*"})
-    found = []
-    for name, motif in c.forbidden_motifs:
-        patterns = (motif_regex(motif), motif_regex(iupac_reverse_complement(motif)))
-
-        def within(codon: str) -> bool:
-            return any(pattern.search(codon) for pattern in patterns)
-
-        label = name if name == motif else f"{name} ({motif})"
-        fixed = [f"the {role} codon {codon}" for role, codon in (("start", c.start_codon), ("stop", c.stop_codon))
-                 if codon and within(codon)]
-        every = [f"every codon of {aa} ({', '.join(CODONS[i] for i in SYNONYMS[aa])})" for aa in used
-                 if aa in SYNONYMS and all(within(CODONS[i]) for i in SYNONYMS[aa])]
-        if fixed or every:
-            found.append(f"{label}: it lies within {(fixed + every)[0]}")
-    return found
 
 
 @dataclass(frozen=True)
